@@ -1,0 +1,33 @@
+"""The package's logger and a collector that turns many small problems into one warning per kind."""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger("langfuse_openrouter_callbacks")
+
+
+class Problems:
+    """Problems found while reading one input, reported as one warning per kind.
+
+    `kind` is a short phrase ("not a non-negative number"); the details are the fields it hit.
+    """
+
+    __slots__ = ("_by_kind", "_what")
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._by_kind: dict[str, list[str]] = {}
+
+    def add(self, kind: str, detail: str) -> None:
+        self._by_kind.setdefault(kind, []).append(detail)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_kind)
+
+    def kinds(self) -> list[str]:
+        return list(self._by_kind)
+
+    def report(self) -> None:
+        for kind, details in self._by_kind.items():
+            logger.warning("%s: %s: %s", self._what, kind, ", ".join(details))

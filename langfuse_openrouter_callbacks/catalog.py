@@ -1,0 +1,463 @@
+"""`PriceCatalog`: OpenRouter prices by model and serving endpoint, never fetched on the hot path.
+
+Lookup order in `pricing_for`: the user's overrides; the serving endpoint's prices (when the provider
+is known); the model-level price from `/models`; genai-prices' OpenRouter data (offline); else None.
+`/models` is fetched at most once per TTL and each model's `/endpoints` once, both in a background
+thread and kept on disk (atomic writes), so a lookup only ever reads memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from . import _genai_prices
+from ._log import logger
+from .pricing import ModelPricing, PricingError
+
+__all__ = ["DEFAULT_API_BASE", "PriceCatalog"]
+
+DEFAULT_API_BASE = "https://openrouter.ai/api/v1"
+_CACHE_FORMAT = 1
+_RETRY_AFTER_FAILURE = 300.0  # seconds before a failed fetch is tried again
+_MAX_REMEMBERED_MISSES = 4096
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "langfuse-openrouter-callbacks"
+
+
+def _without_suffix(model: str) -> str:
+    """`anthropic/claude-3.7-sonnet:thinking` -> `anthropic/claude-3.7-sonnet`."""
+    return model.split(":", 1)[0]
+
+
+def _provider_key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+class _Unusable(Exception):
+    """A response or cache file that is not what OpenRouter serves."""
+
+
+class PriceCatalog:
+    """OpenRouter prices for `compute_cost`, from the user's overrides, OpenRouter's API and offline data.
+
+    - `overrides`: model id -> pricing (an OpenRouter pricing mapping or `ModelPricing`); always wins.
+    - `api_base`: OpenRouter's API (default `OPENROUTER_API_BASE`, else `https://openrouter.ai/api/v1`).
+    - `cache_dir`: where fetched prices are kept (default `$XDG_CACHE_HOME/langfuse-openrouter-callbacks`).
+    - `ttl`: how long `/models` is trusted before a background refresh (default 24 h).
+    - `offline`: never touch the network or the disk cache: overrides and genai-prices' data only.
+    - `timeout`: seconds for one API request (default 5).
+
+    No API key is needed or sent: OpenRouter's model and endpoint lists are public.
+    """
+
+    def __init__(
+        self,
+        overrides: Mapping[str, ModelPricing | Mapping[str, Any]] | None = None,
+        *,
+        api_base: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        ttl: timedelta | float = timedelta(hours=24),
+        offline: bool = False,
+        timeout: float = 5.0,
+    ) -> None:
+        self._overrides: dict[str, ModelPricing] = {
+            model: ModelPricing.from_openrouter(pricing, source="override")
+            for model, pricing in (overrides or {}).items()
+        }
+        self.api_base = (api_base or os.environ.get("OPENROUTER_API_BASE") or DEFAULT_API_BASE).rstrip("/")
+        self.offline = offline
+        self.ttl = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+        self.timeout = timeout
+        cache_root = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+        # One folder per API base, so a test server's prices never mix with OpenRouter's.
+        self._cache_dir = cache_root / hashlib.sha256(self.api_base.encode()).hexdigest()[:16]
+
+        self._lock = threading.Lock()
+        self._loaded_from_disk = False
+        self._models: dict[str, ModelPricing] = {}
+        self._aliases: dict[str, str] = {}  # canonical_slug (dated id) -> id
+        self._models_fetched_at: float | None = None
+        self._endpoints: dict[str, dict[str, ModelPricing]] = {}  # model id -> provider key -> pricing
+        self._endpoints_read_from_disk: set[str] = set()
+        self._fallback: dict[str, ModelPricing | None] = {}
+        self._failed_at: dict[str, float] = {}
+        self._warned: set[str] = set()
+
+        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._queued: set[tuple[str, str]] = set()
+        self._worker: threading.Thread | None = None
+        self._idle = threading.Condition(self._lock)
+        self._busy = 0
+
+    # ------------------------------------------------------------------ public API
+
+    @classmethod
+    def shared(cls) -> PriceCatalog:
+        """The process-wide catalog the handlers use when given none."""
+        global _shared
+        with _shared_lock:
+            if _shared is None:
+                _shared = cls()
+            return _shared
+
+    def pricing_for(
+        self, model: str | Iterable[str] | None, provider: str | None = None
+    ) -> ModelPricing | None:
+        """Prices for a call to `model` served by `provider`, from memory only.
+
+        `model` may be several ids for the same call (the one requested and the dated one the
+        response names): each level of the lookup tries them all before the next level.
+        """
+        candidates = [model] if isinstance(model, str) else [m for m in (model or ()) if isinstance(m, str)]
+        candidates = [m for m in candidates if m]
+        if not candidates:
+            return None
+        for m in candidates:
+            found = self._override_for(m)
+            if found is not None:
+                return found
+        if not self.offline:
+            self._load_from_disk_once()
+            self._refresh_models_if_stale()
+            ids = [i for i in (self._resolve(m) for m in candidates) if i is not None]
+            if provider:
+                for model_id in ids:
+                    found = self._endpoint_pricing(model_id, provider)
+                    if found is not None:
+                        return found
+            for model_id in ids:
+                found = self._models.get(model_id)
+                if found is not None:
+                    return found
+        for m in candidates:
+            found = self._fallback_for(m)
+            if found is not None:
+                return found
+        return None
+
+    def refresh(self) -> bool:
+        """Fetch `/models` and the endpoints already known now, on this thread. True if `/models` loaded.
+
+        Failures keep the prices already held, with one warning.
+        """
+        if self.offline:
+            return False
+        self._load_from_disk_once()
+        ok = self._run_task(("models", ""))
+        with self._lock:
+            known = list(self._endpoints)
+        for model_id in known:
+            self._run_task(("endpoints", model_id))
+        return ok
+
+    def wait_until_idle(self, timeout: float | None = None) -> bool:
+        """Wait for background fetches to finish; True if none is left. For tests and short scripts."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._busy or self._queued:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    # ------------------------------------------------------------------ lookup levels
+
+    def _override_for(self, model: str) -> ModelPricing | None:
+        if not self._overrides:
+            return None
+        for key in (model, _without_suffix(model), self._aliases.get(model), self._genai_alias(model)):
+            if key is not None and key in self._overrides:
+                return self._overrides[key]
+        return None
+
+    def _genai_alias(self, model: str) -> str | None:
+        try:
+            return _genai_prices.canonical_id(model)
+        except Exception:
+            return None
+
+    def _resolve(self, model: str) -> str | None:
+        models = self._models
+        if model in models:
+            return model
+        alias = self._aliases.get(model)
+        if alias is not None:
+            return alias
+        base = _without_suffix(model)
+        if base in models:
+            return base
+        return self._aliases.get(base)
+
+    def _endpoint_pricing(self, model_id: str, provider: str) -> ModelPricing | None:
+        endpoints = self._endpoints.get(model_id)
+        if endpoints is None:
+            if model_id not in self._endpoints_read_from_disk:
+                self._endpoints_read_from_disk.add(model_id)
+                self._load_endpoints_from_disk(model_id)
+            endpoints = self._endpoints.get(model_id)
+            if endpoints is None:
+                self._schedule(("endpoints", model_id))
+                return None
+        return endpoints.get(_provider_key(provider))
+
+    def _fallback_for(self, model: str) -> ModelPricing | None:
+        if model not in self._fallback:
+            found = _genai_prices.pricing_for(model)
+            if found is None and _without_suffix(model) != model and not model.endswith(":free"):
+                found = _genai_prices.pricing_for(_without_suffix(model))
+            if len(self._fallback) >= _MAX_REMEMBERED_MISSES:
+                self._fallback.clear()  # bounded: odd model names cannot grow memory without end
+            self._fallback[model] = found
+            return found
+        return self._fallback[model]
+
+    # ------------------------------------------------------------------ background work
+
+    def _refresh_models_if_stale(self) -> None:
+        fetched = self._models_fetched_at
+        if fetched is None or time.time() - fetched > self.ttl:
+            self._schedule(("models", ""))
+
+    def _schedule(self, task: tuple[str, str]) -> None:
+        failed = self._failed_at.get(task[0] + task[1])
+        if failed is not None and time.monotonic() - failed < min(self.ttl, _RETRY_AFTER_FAILURE):
+            return
+        with self._lock:
+            if task in self._queued:
+                return
+            self._queued.add(task)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(
+                    target=self._work, name="langfuse-openrouter-price-catalog", daemon=True
+                )
+                self._worker.start()
+        self._queue.put(task)
+
+    def _work(self) -> None:
+        while True:
+            try:
+                task = self._queue.get(timeout=30)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._worker = None
+                        return
+                continue
+            with self._lock:
+                self._busy += 1
+            try:
+                self._run_task(task)
+            finally:
+                with self._idle:
+                    self._busy -= 1
+                    self._queued.discard(task)
+                    self._idle.notify_all()
+
+    def _run_task(self, task: tuple[str, str]) -> bool:
+        kind, model_id = task
+        try:
+            if kind == "models":
+                self._fetch_models()
+            else:
+                self._fetch_endpoints(model_id)
+        except Exception as exc:  # network, HTTP status, bad JSON, a shape we do not know
+            self._failed_at[kind + model_id] = time.monotonic()
+            what = "the model list" if kind == "models" else "endpoint prices"
+            self._warn_once(
+                f"fetch-{kind}",
+                "could not fetch OpenRouter %s from %s (%s); using cached or offline prices",
+                what,
+                self.api_base,
+                _describe(exc),
+            )
+            return False
+        self._failed_at.pop(kind + model_id, None)
+        return True
+
+    def _get_json(self, path: str) -> Any:
+        import httpx  # imported on the background thread, not at package import
+
+        response = httpx.get(
+            self.api_base + path, timeout=self.timeout, headers={"Accept": "application/json"}
+        )
+        response.raise_for_status()
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise _Unusable(f"invalid JSON from {path}") from exc
+
+    def _fetch_models(self) -> None:
+        body = self._get_json("/models")
+        entries = body.get("data") if isinstance(body, Mapping) else None
+        if not isinstance(entries, list):
+            raise _Unusable("/models answered without a data list")
+        kept = [_trim_model(e) for e in entries if isinstance(e, Mapping)]
+        self._install_models(kept, time.time())
+        self._write_cache("models.json", {"fetched_at": time.time(), "data": kept})
+
+    def _fetch_endpoints(self, model_id: str) -> None:
+        body = self._get_json(f"/models/{quote(model_id, safe='/')}/endpoints")
+        data = body.get("data") if isinstance(body, Mapping) else None
+        endpoints = data.get("endpoints") if isinstance(data, Mapping) else None
+        if not isinstance(endpoints, list):
+            raise _Unusable(f"/models/{model_id}/endpoints answered without an endpoints list")
+        kept = [_trim_endpoint(e) for e in endpoints if isinstance(e, Mapping)]
+        self._install_endpoints(model_id, kept)
+        self._write_cache(_endpoints_file(model_id), {"fetched_at": time.time(), "endpoints": kept})
+
+    # ------------------------------------------------------------------ parsing and installing
+
+    def _install_models(self, entries: list[dict[str, Any]], fetched_at: float) -> None:
+        models: dict[str, ModelPricing] = {}
+        aliases: dict[str, str] = {}
+        rejected: list[str] = []
+        for entry in entries:
+            model_id = entry.get("id")
+            if not isinstance(model_id, str) or not isinstance(entry.get("pricing"), Mapping):
+                continue
+            try:
+                models[model_id] = ModelPricing.from_openrouter(entry["pricing"], source="models")
+            except PricingError as exc:
+                if "variable pricing" not in str(exc):  # e.g. openrouter/auto: priced per routed call
+                    rejected.append(f"{model_id} ({exc})")
+                continue
+            slug = entry.get("canonical_slug")
+            if isinstance(slug, str) and slug and slug != model_id:
+                aliases.setdefault(slug, model_id)
+        if rejected:
+            logger.warning(
+                "OpenRouter price list: %d model(s) with unusable prices ignored: %s",
+                len(rejected),
+                "; ".join(rejected[:5]),
+            )
+        with self._lock:
+            self._models, self._aliases, self._models_fetched_at = models, aliases, fetched_at
+
+    def _install_endpoints(self, model_id: str, entries: list[dict[str, Any]]) -> None:
+        by_provider: dict[str, ModelPricing] = {}
+        for entry in entries:
+            names = [n for n in (entry.get("provider_name"), entry.get("tag"), entry.get("name")) if n]
+            if not names or not isinstance(entry.get("pricing"), Mapping):
+                continue
+            try:
+                pricing = ModelPricing.from_openrouter(
+                    entry["pricing"], source=f"endpoint:{entry.get('provider_name') or names[0]}"
+                )
+            except PricingError as exc:
+                self._warn_once(
+                    "endpoint-pricing", "OpenRouter endpoint prices for %s ignored: %s", model_id, exc
+                )
+                continue
+            for name in names:
+                by_provider.setdefault(_provider_key(str(name)), pricing)
+        with self._lock:
+            self._endpoints[model_id] = by_provider
+
+    # ------------------------------------------------------------------ disk cache
+
+    def _load_from_disk_once(self) -> None:
+        if self._loaded_from_disk:
+            return
+        with self._lock:
+            if self._loaded_from_disk:
+                return
+            self._loaded_from_disk = True
+        cached = self._read_cache("models.json")
+        if cached is not None:
+            entries, fetched_at = cached.get("data"), cached.get("fetched_at")
+            if isinstance(entries, list) and isinstance(fetched_at, (int, float)):
+                self._install_models([e for e in entries if isinstance(e, dict)], float(fetched_at))
+            else:
+                self._warn_once(
+                    "disk-read", "ignoring a price cache file of unknown shape in %s", self._cache_dir
+                )
+
+    def _load_endpoints_from_disk(self, model_id: str) -> bool:
+        cached = self._read_cache(_endpoints_file(model_id))
+        if cached is None or not isinstance(cached.get("endpoints"), list):
+            return False
+        if time.time() - float(cached.get("fetched_at") or 0) > self.ttl:
+            self._schedule(("endpoints", model_id))  # stale: use it, and refresh behind the scenes
+        self._install_endpoints(model_id, [e for e in cached["endpoints"] if isinstance(e, dict)])
+        return True
+
+    def _read_cache(self, name: str) -> dict[str, Any] | None:
+        path = self._cache_dir / name
+        try:
+            with open(path, encoding="utf-8") as f:
+                body = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            self._warn_once("disk-read", "ignoring unreadable price cache %s (%s)", path, _describe(exc))
+            return None
+        if not isinstance(body, dict) or body.get("format") != _CACHE_FORMAT:
+            self._warn_once("disk-read", "ignoring a price cache file of unknown shape: %s", path)
+            return None
+        return body
+
+    def _write_cache(self, name: str, body: dict[str, Any]) -> None:
+        path = self._cache_dir / name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump({"format": _CACHE_FORMAT, **body}, f, separators=(",", ":"))
+                os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            self._warn_once(
+                "disk-write",
+                "could not write the price cache in %s (%s); prices kept in memory only",
+                path.parent,
+                _describe(exc),
+            )
+
+    def _warn_once(self, kind: str, message: str, *args: Any) -> None:
+        log: Callable[..., None] = logger.debug if kind in self._warned else logger.warning
+        self._warned.add(kind)
+        log(message, *args)
+
+
+def _describe(exc: BaseException) -> str:
+    import httpx
+
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _trim_model(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: entry[k] for k in ("id", "canonical_slug", "pricing") if k in entry}
+
+
+def _trim_endpoint(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: entry[k] for k in ("name", "provider_name", "tag", "pricing") if k in entry}
+
+
+def _endpoints_file(model_id: str) -> str:
+    return "endpoints/" + quote(model_id, safe="") + ".json"
+
+
+_shared: PriceCatalog | None = None
+_shared_lock = threading.Lock()

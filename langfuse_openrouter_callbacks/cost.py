@@ -1,0 +1,231 @@
+"""OpenRouter's billing, exactly: `compute_cost(usage, pricing) -> CostBreakdown`.
+
+    uncached = prompt_tokens - cached_tokens - cache_write_tokens
+    tokens   = uncached * prompt + cached * input_cache_read + writes * input_cache_write
+             + completion_tokens * completion           (reasoning is inside completion)
+    total    = tokens * (1 - discount) + request + web_search_requests * web_search
+
+When OpenRouter reported what it charged, that figure is the total (BYOK: the provider's charge plus
+OpenRouter's fee): a surplus over the computed buckets is a fee (`other`), a shortfall scales the
+buckets down (an endpoint discount the price list did not show), and `reconciliation_delta` says by how much.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from .pricing import ModelPricing
+from .usage import OpenRouterUsage
+
+__all__ = ["BUCKETS", "CostBreakdown", "compute_cost"]
+
+#: The exclusive cost buckets of a `CostBreakdown`, in display order.
+BUCKETS = (
+    "input",
+    "input_cache_read",
+    "input_cache_creation",
+    "output",
+    "output_reasoning",
+    "request",
+    "web_search",
+    "other",
+)
+
+CostSource = Literal["openrouter", "computed", "unpriced"]
+
+_ZERO = Decimal(0)
+# Token counts up to 1e12 times prices with up to ~20 significant digits stay exact.
+_CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
+
+
+@dataclass(frozen=True, slots=True)
+class CostBreakdown:
+    """What a call cost, split into exclusive `Decimal` buckets that sum exactly to `total` (USD).
+
+    `source`: "openrouter" when OpenRouter's reported charge is the total, "computed" when the total
+    comes from prices alone, "unpriced" when neither was available (all buckets zero, not a guess).
+    `no_cache_total`/`cache_savings` compare with the same call at the plain prompt price (savings
+    are negative when cache writes cost more than reads saved); `None` when prices are unknown.
+    """
+
+    input: Decimal = _ZERO
+    input_cache_read: Decimal = _ZERO
+    input_cache_creation: Decimal = _ZERO
+    output: Decimal = _ZERO
+    output_reasoning: Decimal = _ZERO
+    request: Decimal = _ZERO
+    web_search: Decimal = _ZERO
+    other: Decimal = _ZERO
+    total: Decimal = _ZERO
+    computed_total: Decimal | None = None
+    reported_total: Decimal | None = None
+    no_cache_total: Decimal | None = None
+    cache_savings: Decimal | None = None
+    cache_hit_ratio: float | None = None
+    source: CostSource = "unpriced"
+    pricing_source: str | None = None
+    reconciliation_delta: Decimal | None = None
+
+    @property
+    def is_priced(self) -> bool:
+        """False for an "unpriced" breakdown, whose zeros are not a cost."""
+        return self.source != "unpriced"
+
+    def buckets(self) -> dict[str, Decimal]:
+        """The exclusive buckets by name, zero ones included."""
+        return {name: getattr(self, name) for name in BUCKETS}
+
+
+def _usage(usage: OpenRouterUsage | Mapping[str, Any] | Any) -> OpenRouterUsage:
+    return usage if isinstance(usage, OpenRouterUsage) else OpenRouterUsage.from_openrouter(usage)
+
+
+def _scaled(buckets: dict[str, Decimal], target: Decimal) -> dict[str, Decimal]:
+    """The buckets scaled to sum exactly to `target`, the rounding residue on the largest one."""
+    current = sum(buckets.values(), _ZERO)
+    if current == 0:
+        return {**buckets, "other": buckets.get("other", _ZERO) + target}
+    scaled = {k: v * target / current for k, v in buckets.items()}
+    largest = max(scaled, key=scaled.__getitem__)
+    scaled[largest] += target - sum(scaled.values(), _ZERO)
+    return scaled
+
+
+def _reported_total(usage: OpenRouterUsage) -> Decimal | None:
+    """What the call cost the user, as OpenRouter reported it; None when it cannot be known."""
+    if usage.cost is None:
+        return None
+    if usage.is_byok:
+        if usage.upstream_inference_cost is None:
+            return None  # only the fee is known; the provider's charge has to be computed
+        return usage.upstream_inference_cost + usage.cost
+    return usage.cost
+
+
+def compute_cost(
+    usage: OpenRouterUsage | Mapping[str, Any] | Any,
+    pricing: ModelPricing | Mapping[str, Any] | None,
+    *,
+    at: datetime | None = None,
+) -> CostBreakdown:
+    """Cost of one OpenRouter call, split into exclusive buckets that sum exactly to `total`.
+
+    `usage` is an `OpenRouterUsage` or anything `OpenRouterUsage.from_openrouter` reads;
+    `pricing` a `ModelPricing`, an OpenRouter pricing mapping, or None when the model is unpriced.
+    `at` (UTC, default now) selects time-window price overrides.
+    """
+    u = _usage(usage)
+    p = None if pricing is None else ModelPricing.from_openrouter(pricing)
+    with decimal.localcontext(_CONTEXT):
+        return _compute(u, p, at)
+
+
+def _compute(u: OpenRouterUsage, pricing: ModelPricing | None, at: datetime | None) -> CostBreakdown:
+    hit_ratio = u.cached_tokens / u.prompt_tokens if u.prompt_tokens else None
+    reported = _reported_total(u)
+    priced = pricing is not None and pricing.is_priced
+
+    if not priced:
+        return _unpriced(u, reported, hit_ratio, pricing)
+
+    assert pricing is not None
+    p = pricing.effective(u.prompt_tokens, at)
+    prompt_price = p.prompt or _ZERO
+    completion_price = p.completion or _ZERO
+    keep = 1 - p.discount
+
+    audio_in = u.prompt_audio_tokens if p.audio is not None else 0
+    audio_in = min(audio_in, u.uncached_prompt_tokens)
+    image_out = u.completion_image_tokens if p.image_output is not None else 0
+    audio_out = u.completion_audio_tokens if p.audio_output is not None else 0
+    text_out = max(u.completion_tokens - u.reasoning_tokens - image_out - audio_out, 0)
+
+    read_price = p.input_cache_read if p.input_cache_read is not None else prompt_price
+    write_price = p.input_cache_write if p.input_cache_write is not None else prompt_price
+    buckets = {
+        "input": ((u.uncached_prompt_tokens - audio_in) * prompt_price + audio_in * (p.audio or _ZERO))
+        * keep,
+        "input_cache_read": u.cached_tokens * read_price * keep,
+        "input_cache_creation": u.cache_write_tokens * write_price * keep,
+        "output": (
+            text_out * completion_price
+            + image_out * (p.image_output or _ZERO)
+            + audio_out * (p.audio_output or _ZERO)
+        )
+        * keep,
+        "output_reasoning": u.reasoning_tokens * completion_price * keep,
+        "request": p.request or _ZERO,
+        "web_search": u.web_search_requests * (p.web_search or _ZERO),
+        "other": _ZERO,
+    }
+    computed = sum(buckets.values(), _ZERO)
+
+    if u.is_byok and reported is None and u.cost is not None:
+        buckets["other"] = u.cost  # BYOK fee on top of the computed provider charge
+    delta = None
+    scale = Decimal(1)
+    if reported is not None:
+        delta = reported - computed
+        if delta >= 0:
+            buckets["other"] = delta
+        else:  # OpenRouter charged less than list prices say: an endpoint discount or a stale price
+            scale = reported / computed
+            buckets = _scaled(buckets, reported)
+    total = sum(buckets.values(), _ZERO)
+    if reported is not None:
+        total = reported  # exact by construction; stated so it can never drift
+
+    cache_tokens = u.cached_tokens + u.cache_write_tokens
+    no_cache_total = (
+        total
+        - buckets["input_cache_read"]
+        - buckets["input_cache_creation"]
+        + cache_tokens * prompt_price * keep * scale
+    )
+    return CostBreakdown(
+        **buckets,
+        total=total,
+        computed_total=computed,
+        reported_total=reported,
+        no_cache_total=no_cache_total,
+        cache_savings=no_cache_total - total,
+        cache_hit_ratio=hit_ratio,
+        source="openrouter" if reported is not None else "computed",
+        pricing_source=p.source,
+        reconciliation_delta=delta,
+    )
+
+
+def _unpriced(
+    u: OpenRouterUsage,
+    reported: Decimal | None,
+    hit_ratio: float | None,
+    pricing: ModelPricing | None,
+) -> CostBreakdown:
+    """No usable prices: OpenRouter's figure if it gave one, split as its upstream details allow."""
+    pricing_source = pricing.source if pricing is not None else None
+    if reported is None:  # includes BYOK with only the fee known: the provider's charge is not
+        return CostBreakdown(cache_hit_ratio=hit_ratio, source="unpriced", pricing_source=pricing_source)
+    split = {"input": _ZERO, "output": _ZERO, "other": _ZERO}
+    prompt_part, completion_part = u.upstream_inference_prompt_cost, u.upstream_inference_completions_cost
+    if prompt_part is not None and completion_part is not None:
+        split = {"input": prompt_part, "output": completion_part, "other": _ZERO}
+        if prompt_part + completion_part <= reported:
+            split["other"] = reported - prompt_part - completion_part
+        else:
+            split = _scaled(split, reported)
+    else:
+        split["other"] = reported
+    return CostBreakdown(
+        **split,
+        total=reported,
+        reported_total=reported,
+        cache_hit_ratio=hit_ratio,
+        source="openrouter",
+        pricing_source=pricing_source,
+    )

@@ -1,0 +1,359 @@
+"""OpenRouter usage, read from every shape it arrives in, into one typed, validated `OpenRouterUsage`.
+
+Semantics (OpenRouter's, see the README): `prompt_tokens` includes cache reads and cache writes,
+`completion_tokens` includes reasoning, `cost` is what OpenRouter charged (for BYOK only its fee;
+the provider's charge is `upstream_inference_cost`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ._log import Problems
+
+__all__ = ["OpenRouterUsage"]
+
+# Larger values are not counts or charges a real call can have: they are corrupt input.
+_MAX_TOKENS = 10**12
+_MAX_USD = Decimal(1_000_000)
+
+_NOT_A_NUMBER = "not a non-negative number, dropped"
+_NEGATIVE = "negative, dropped"
+_TOO_LARGE = "implausibly large, dropped"
+_CONTRADICTION = "contradictory counts, clamped"
+
+
+def _get(obj: Any, key: str) -> Any:
+    """`obj[key]` for a mapping; the attribute, or the pydantic extra field, for an SDK object."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    try:
+        value = getattr(obj, key, None)
+        if value is None:
+            extra = getattr(obj, "model_extra", None)
+            if isinstance(extra, Mapping):
+                value = extra.get(key)
+    except Exception:  # a hostile __getattr__ is still just bad input
+        return None
+    return value
+
+
+def _is_object(obj: Any) -> bool:
+    return isinstance(obj, Mapping) or hasattr(obj, "model_extra") or hasattr(obj, "__dict__")
+
+
+def _count(value: Any, name: str, problems: Problems) -> int | None:
+    """A token or request count: a non-negative integral number, else None (and a problem noted)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        problems.add(_NOT_A_NUMBER, f"{name}={value!r:.40}")
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            problems.add(_NOT_A_NUMBER, f"{name}={value!r}")
+            return None
+        value = int(value)
+    elif isinstance(value, Decimal):
+        if not value.is_finite() or value != value.to_integral_value():
+            problems.add(_NOT_A_NUMBER, f"{name}={value!r}")
+            return None
+        value = int(value)
+    if value < 0:
+        problems.add(_NEGATIVE, f"{name}={value}")
+        return None
+    if value > _MAX_TOKENS:
+        problems.add(_TOO_LARGE, f"{name}={value:.3g}")
+        return None
+    return value
+
+
+def _money(value: Any, name: str, problems: Problems) -> Decimal | None:
+    """A USD amount as an exact `Decimal` (floats through their shortest repr), else None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
+        problems.add(_NOT_A_NUMBER, f"{name}={value!r:.40}")
+        return None
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation:
+        problems.add(_NOT_A_NUMBER, f"{name}={value!r:.40}")
+        return None
+    if not amount.is_finite():
+        problems.add(_NOT_A_NUMBER, f"{name}={value!r}")
+        return None
+    if amount < 0:
+        problems.add(_NEGATIVE, f"{name}={value}")
+        return None
+    if amount > _MAX_USD:
+        problems.add(_TOO_LARGE, f"{name}={value}")
+        return None
+    return amount + 0  # normalises -0
+
+
+def _flag(value: Any, name: str, problems: Problems) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    problems.add(_NOT_A_NUMBER.replace("number", "flag"), f"{name}={value!r:.40}")
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRouterUsage:
+    """What one OpenRouter call used and cost, with OpenRouter's inclusive semantics.
+
+    Token counts are non-negative ints; `cached_tokens + cache_write_tokens <= prompt_tokens` and
+    `reasoning_tokens <= completion_tokens` always hold. Money is `Decimal` USD, `None` when unreported.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int | None = None
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    prompt_audio_tokens: int = 0
+    prompt_video_tokens: int = 0
+    completion_audio_tokens: int = 0
+    completion_image_tokens: int = 0
+    web_search_requests: int = 0
+    cost: Decimal | None = None
+    upstream_inference_cost: Decimal | None = None
+    upstream_inference_prompt_cost: Decimal | None = None
+    upstream_inference_completions_cost: Decimal | None = None
+    is_byok: bool | None = None
+    generation_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        """Prompt tokens neither read from nor written to the cache."""
+        return self.prompt_tokens - self.cached_tokens - self.cache_write_tokens
+
+    @property
+    def is_empty(self) -> bool:
+        """True when nothing was reported: no tokens and no cost."""
+        return not (self.prompt_tokens or self.completion_tokens or self.cost is not None)
+
+    # ------------------------------------------------------------------ readers
+
+    @classmethod
+    def from_openrouter(cls, obj: Any) -> OpenRouterUsage:
+        """Read OpenRouter's `usage`, a whole response or stream chunk, or a `/generation` record.
+
+        Accepts dicts and openai-SDK objects (OpenRouter's extra fields live in `model_extra`).
+        Never raises: malformed values are dropped with one warning per kind of problem.
+        """
+        problems = Problems("OpenRouter usage")
+        try:
+            usage = cls._read_openrouter(obj, problems)
+        except Exception as exc:  # defensive: input we did not foresee is still only bad input
+            problems.add("unreadable, ignored", f"{type(exc).__name__}")
+            usage = cls()
+        usage = usage._checked(problems)
+        problems.report()
+        return usage
+
+    @classmethod
+    def from_langchain(
+        cls, usage_metadata: Any = None, response_metadata: Any = None, *, model: str | None = None
+    ) -> OpenRouterUsage:
+        """Read LangChain's `UsageMetadata` together with `response_metadata` or `llm_output`.
+
+        OpenRouter's raw usage (ChatOpenAI's `token_usage`) wins where present; `usage_metadata`
+        (`input_token_details.cache_read/.cache_creation`, `output_token_details.reasoning`) fills
+        the rest, and ChatOpenRouter's `cost`/`cost_details`/`id` are taken from the metadata.
+        """
+        problems = Problems("LangChain usage")
+        try:
+            usage = cls._read_langchain(usage_metadata, response_metadata, model, problems)
+        except Exception as exc:
+            problems.add("unreadable, ignored", f"{type(exc).__name__}")
+            usage = cls()
+        usage = usage._checked(problems)
+        problems.report()
+        return usage
+
+    # ------------------------------------------------------------------ internals
+
+    @classmethod
+    def _read_openrouter(cls, obj: Any, problems: Problems) -> OpenRouterUsage:
+        if obj is None:
+            return cls()
+        if not _is_object(obj):
+            problems.add("not an object, ignored", f"{type(obj).__name__}")
+            return cls()
+        data = _get(obj, "data")
+        if data is not None and _is_object(data) and _get(data, "total_cost") is not None:
+            obj = data  # {"data": {...}} as /generation answers
+        if _get(obj, "total_cost") is not None or _get(obj, "native_tokens_prompt") is not None:
+            return cls._read_generation_record(obj, problems)
+        usage = _get(obj, "usage")
+        if usage is not None and _is_object(usage):
+            read = cls._read_usage(usage, problems)
+            return replace(
+                read,
+                generation_id=_text(_get(obj, "id")),
+                provider=_text(_get(obj, "provider")),
+                model=_text(_get(obj, "model")),
+            )
+        if usage is not None or _get(obj, "choices") is not None:
+            return cls(  # a response or chunk without (valid) usage: keep who served it
+                generation_id=_text(_get(obj, "id")),
+                provider=_text(_get(obj, "provider")),
+                model=_text(_get(obj, "model")),
+            )
+        return cls._read_usage(obj, problems)
+
+    @classmethod
+    def _read_usage(cls, usage: Any, problems: Problems) -> OpenRouterUsage:
+        prompt_details = _get(usage, "prompt_tokens_details")
+        completion_details = _get(usage, "completion_tokens_details")
+        cost_details = _get(usage, "cost_details")
+        tool_details = _get(usage, "server_tool_use_details")
+
+        def count(holder: Any, key: str, label: str) -> int:
+            return _count(_get(holder, key), label, problems) or 0
+
+        def money(holder: Any, key: str) -> Decimal | None:
+            return _money(_get(holder, key), key, problems)
+
+        return cls(
+            prompt_tokens=count(usage, "prompt_tokens", "prompt_tokens"),
+            completion_tokens=count(usage, "completion_tokens", "completion_tokens"),
+            total_tokens=_count(_get(usage, "total_tokens"), "total_tokens", problems),
+            cached_tokens=count(prompt_details, "cached_tokens", "cached_tokens"),
+            cache_write_tokens=count(prompt_details, "cache_write_tokens", "cache_write_tokens"),
+            prompt_audio_tokens=count(prompt_details, "audio_tokens", "prompt audio_tokens"),
+            prompt_video_tokens=count(prompt_details, "video_tokens", "video_tokens"),
+            reasoning_tokens=count(completion_details, "reasoning_tokens", "reasoning_tokens"),
+            completion_audio_tokens=count(completion_details, "audio_tokens", "completion audio_tokens"),
+            completion_image_tokens=count(completion_details, "image_tokens", "image_tokens"),
+            web_search_requests=count(tool_details, "web_search_requests", "web_search_requests"),
+            cost=money(usage, "cost"),
+            upstream_inference_cost=money(cost_details, "upstream_inference_cost"),
+            upstream_inference_prompt_cost=money(cost_details, "upstream_inference_prompt_cost"),
+            upstream_inference_completions_cost=money(cost_details, "upstream_inference_completions_cost"),
+            is_byok=_flag(_get(usage, "is_byok"), "is_byok", problems),
+        )
+
+    @classmethod
+    def _read_generation_record(cls, record: Any, problems: Problems) -> OpenRouterUsage:
+        def count(*keys: str) -> int:
+            for key in keys:  # native counts are what the provider billed; normalised ones a fallback
+                value = _count(_get(record, key), key, problems)
+                if value is not None:
+                    return value
+            return 0
+
+        return cls(
+            prompt_tokens=count("native_tokens_prompt", "tokens_prompt"),
+            completion_tokens=count("native_tokens_completion", "tokens_completion"),
+            cached_tokens=count("native_tokens_cached"),
+            reasoning_tokens=count("native_tokens_reasoning"),
+            completion_image_tokens=count("native_tokens_completion_images"),
+            cost=_money(_get(record, "total_cost"), "total_cost", problems),
+            upstream_inference_cost=_money(
+                _get(record, "upstream_inference_cost"), "upstream_inference_cost", problems
+            ),
+            is_byok=_flag(_get(record, "is_byok"), "is_byok", problems),
+            generation_id=_text(_get(record, "id")),
+            provider=_text(_get(record, "provider_name")),
+            model=_text(_get(record, "model")),
+        )
+
+    @classmethod
+    def _read_langchain(
+        cls, usage_metadata: Any, metadata: Any, model: str | None, problems: Problems
+    ) -> OpenRouterUsage:
+        if metadata is not None and not _is_object(metadata):
+            problems.add("not an object, ignored", f"metadata {type(metadata).__name__}")
+            metadata = None
+        if usage_metadata is not None and not _is_object(usage_metadata):
+            problems.add("not an object, ignored", f"usage_metadata {type(usage_metadata).__name__}")
+            usage_metadata = None
+
+        raw = _get(metadata, "token_usage")  # ChatOpenAI: OpenRouter's usage dict, verbatim
+        if raw is not None and _is_object(raw) and _get(raw, "prompt_tokens") is not None:
+            usage = cls._read_usage(raw, problems)
+        else:
+            usage = cls._read_usage_metadata(usage_metadata, problems)
+            if _get(metadata, "cost") is not None or _get(metadata, "cost_details") is not None:
+                # ChatOpenRouter puts OpenRouter's cost and its details beside the usage metadata.
+                costs = cls._read_usage(
+                    {
+                        "cost": _get(metadata, "cost"),
+                        "cost_details": _get(metadata, "cost_details"),
+                        "is_byok": _get(metadata, "is_byok"),
+                    },
+                    problems,
+                )
+                usage = replace(
+                    usage,
+                    cost=costs.cost,
+                    upstream_inference_cost=costs.upstream_inference_cost,
+                    upstream_inference_prompt_cost=costs.upstream_inference_prompt_cost,
+                    upstream_inference_completions_cost=costs.upstream_inference_completions_cost,
+                    is_byok=costs.is_byok if costs.is_byok is not None else usage.is_byok,
+                )
+        return replace(
+            usage,
+            generation_id=_text(_get(metadata, "id")),
+            provider=_text(_get(metadata, "provider")),
+            model=_text(_get(metadata, "model_name")) or _text(_get(metadata, "model")) or model,
+        )
+
+    @classmethod
+    def _read_usage_metadata(cls, usage_metadata: Any, problems: Problems) -> OpenRouterUsage:
+        if usage_metadata is None:
+            return cls()
+        input_details = _get(usage_metadata, "input_token_details")
+        output_details = _get(usage_metadata, "output_token_details")
+
+        def count(holder: Any, key: str, label: str) -> int:
+            return _count(_get(holder, key), label, problems) or 0
+
+        return cls(
+            prompt_tokens=count(usage_metadata, "input_tokens", "input_tokens"),
+            completion_tokens=count(usage_metadata, "output_tokens", "output_tokens"),
+            total_tokens=_count(_get(usage_metadata, "total_tokens"), "total_tokens", problems),
+            cached_tokens=count(input_details, "cache_read", "cache_read"),
+            cache_write_tokens=count(input_details, "cache_creation", "cache_creation"),
+            prompt_audio_tokens=count(input_details, "audio", "input audio"),
+            reasoning_tokens=count(output_details, "reasoning", "reasoning"),
+            completion_audio_tokens=count(output_details, "audio", "output audio"),
+        )
+
+    def _checked(self, problems: Problems) -> OpenRouterUsage:
+        """Clamp contradictory counts so the inclusive invariants hold, noting each clamp."""
+        changes: dict[str, int] = {}
+        prompt = self.prompt_tokens
+        cached, writes = self.cached_tokens, self.cache_write_tokens
+        if cached > prompt:
+            problems.add(_CONTRADICTION, f"cached_tokens {cached} > prompt_tokens {prompt}")
+            cached = changes["cached_tokens"] = prompt
+        if cached + writes > prompt:
+            problems.add(_CONTRADICTION, f"cache_write_tokens {writes} > uncached prompt {prompt - cached}")
+            changes["cache_write_tokens"] = prompt - cached
+        for part in ("prompt_audio_tokens", "prompt_video_tokens"):
+            if getattr(self, part) > prompt:
+                problems.add(_CONTRADICTION, f"{part} {getattr(self, part)} > prompt_tokens {prompt}")
+                changes[part] = prompt
+        completion = self.completion_tokens
+        for part in ("reasoning_tokens", "completion_audio_tokens", "completion_image_tokens"):
+            if getattr(self, part) > completion:
+                problems.add(_CONTRADICTION, f"{part} {getattr(self, part)} > completion_tokens {completion}")
+                changes[part] = completion
+        return replace(self, **changes) if changes else self
