@@ -401,7 +401,7 @@ class PriceCatalog:
         try:
             with open(path, encoding="utf-8") as f:
                 body = json.load(f)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # nothing cached (yet)
             return None
         except (OSError, ValueError) as exc:
             self._warn_once("disk-read", "ignoring unreadable price cache %s (%s)", path, _describe(exc))

@@ -41,6 +41,9 @@ CostSource = Literal["openrouter", "computed", "unpriced"]
 _ZERO = Decimal(0)
 # Token counts up to 1e12 times prices with up to ~20 significant digits stay exact.
 _CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
+# Amounts that come from a division (scaling to a reported total) are rounded to this, far below
+# any billing unit, so they stay exact to add in the default 28-digit context.
+_QUANTUM = Decimal("1e-18")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,7 @@ def _scaled(buckets: dict[str, Decimal], target: Decimal) -> dict[str, Decimal]:
     current = sum(buckets.values(), _ZERO)
     if current == 0:
         return {**buckets, "other": buckets.get("other", _ZERO) + target}
-    scaled = {k: v * target / current for k, v in buckets.items()}
+    scaled = {k: (v * target / current).quantize(_QUANTUM) for k, v in buckets.items()}
     largest = max(scaled, key=scaled.__getitem__)
     scaled[largest] += target - sum(scaled.values(), _ZERO)
     return scaled
@@ -181,11 +184,11 @@ def _compute(u: OpenRouterUsage, pricing: ModelPricing | None, at: datetime | No
         total = reported  # exact by construction; stated so it can never drift
 
     cache_tokens = u.cached_tokens + u.cache_write_tokens
+    no_cache_cache_part = cache_tokens * prompt_price * keep
+    if scale != 1:
+        no_cache_cache_part = (no_cache_cache_part * scale).quantize(_QUANTUM)
     no_cache_total = (
-        total
-        - buckets["input_cache_read"]
-        - buckets["input_cache_creation"]
-        + cache_tokens * prompt_price * keep * scale
+        total - buckets["input_cache_read"] - buckets["input_cache_creation"] + no_cache_cache_part
     )
     return CostBreakdown(
         **buckets,

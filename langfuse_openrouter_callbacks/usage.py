@@ -22,6 +22,7 @@ _MAX_TOKENS = 10**12
 _MAX_USD = Decimal(1_000_000)
 
 _NOT_A_NUMBER = "not a non-negative number, dropped"
+_NOT_A_FLAG = "not true or false, dropped"
 _NEGATIVE = "negative, dropped"
 _TOO_LARGE = "implausibly large, dropped"
 _CONTRADICTION = "contradictory counts, clamped"
@@ -101,7 +102,7 @@ def _money(value: Any, name: str, problems: Problems) -> Decimal | None:
 def _flag(value: Any, name: str, problems: Problems) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
-    problems.add(_NOT_A_NUMBER.replace("number", "flag"), f"{name}={value!r:.40}")
+    problems.add(_NOT_A_FLAG, f"{name}={value!r:.40}")
     return None
 
 

@@ -1,0 +1,106 @@
+"""`to_langfuse`: exclusive integer usage, float cost buckets with total, OpenRouter metadata."""
+
+from __future__ import annotations
+
+import json
+
+from langfuse_openrouter_callbacks import OpenRouterUsage, compute_cost, to_langfuse
+
+SONNET = {
+    "prompt": "0.000003",
+    "completion": "0.000015",
+    "input_cache_read": "0.0000003",
+    "input_cache_write": "0.00000375",
+}
+RESPONSE = {
+    "id": "gen-1",
+    "provider": "Anthropic",
+    "model": "anthropic/claude-4.5-sonnet-20250929",
+    "usage": {
+        "prompt_tokens": 10_000,
+        "completion_tokens": 500,
+        "total_tokens": 10_500,
+        "cost": 0.0241,
+        "is_byok": False,
+        "prompt_tokens_details": {"cached_tokens": 6_000, "cache_write_tokens": 3_000, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 200},
+        "cost_details": {"upstream_inference_cost": 0.0241},
+    },
+}
+
+
+def test_usage_details_are_exclusive_integers_summing_to_total() -> None:
+    usage = OpenRouterUsage.from_openrouter(RESPONSE)
+    usage_details, _, _ = to_langfuse(usage, compute_cost(usage, SONNET))
+    assert usage_details == {
+        "input": 1_000,
+        "input_cache_read": 6_000,
+        "input_cache_creation": 3_000,
+        "output": 300,
+        "output_reasoning": 200,
+        "total": 10_500,
+    }
+    assert all(type(v) is int for v in usage_details.values())
+    assert sum(v for k, v in usage_details.items() if k != "total") == usage_details["total"]
+    assert "is_byok" not in usage_details
+
+
+def test_cost_details_are_the_non_zero_buckets_and_total_as_floats() -> None:
+    usage = OpenRouterUsage.from_openrouter(RESPONSE)
+    breakdown = compute_cost(usage, SONNET)
+    _, cost_details, _ = to_langfuse(usage, breakdown)
+    assert set(cost_details) == {
+        "input",
+        "input_cache_read",
+        "input_cache_creation",
+        "output",
+        "output_reasoning",
+        "other",
+        "total",
+    }
+    assert all(type(v) is float for v in cost_details.values())
+    assert cost_details["total"] == 0.0241
+    assert cost_details["other"] == float(breakdown.other) > 0  # billed above list price: shown, not lost
+
+
+def test_metadata_carries_savings_and_provenance() -> None:
+    usage = OpenRouterUsage.from_openrouter(RESPONSE)
+    breakdown = compute_cost(usage, SONNET)
+    _, _, metadata = to_langfuse(usage, breakdown)
+    meta = metadata["openrouter"]
+    assert meta["generation_id"] == "gen-1" and meta["provider"] == "Anthropic"
+    assert meta["is_byok"] is False and meta["reported_cost"] == 0.0241
+    assert meta["cache_savings_usd"] == float(breakdown.cache_savings)
+    assert meta["no_cache_cost_usd"] == float(breakdown.no_cache_total)
+    assert meta["cache_hit_ratio"] == 0.6
+    assert meta["cost_source"] == "openrouter"
+    assert meta["reconciliation_delta"] == float(breakdown.reconciliation_delta)
+    json.dumps(metadata)  # exportable as it is
+
+
+def test_unpriced_calls_carry_no_cost_so_langfuse_is_not_told_zero() -> None:
+    usage = OpenRouterUsage.from_openrouter({"prompt_tokens": 10, "completion_tokens": 2})
+    usage_details, cost_details, metadata = to_langfuse(usage, compute_cost(usage, None))
+    assert usage_details == {"input": 10, "output": 2, "total": 12}
+    assert cost_details == {}
+    assert metadata["openrouter"]["cost_source"] == "unpriced"
+
+
+def test_audio_and_image_tokens_get_their_own_exclusive_keys() -> None:
+    usage = OpenRouterUsage.from_openrouter(
+        {
+            "prompt_tokens": 100,
+            "completion_tokens": 50,
+            "prompt_tokens_details": {"audio_tokens": 30},
+            "completion_tokens_details": {"image_tokens": 20, "reasoning_tokens": 10},
+        }
+    )
+    usage_details, _, _ = to_langfuse(usage, compute_cost(usage, None))
+    assert usage_details == {
+        "input": 70,
+        "input_audio": 30,
+        "output": 20,
+        "output_reasoning": 10,
+        "output_image": 20,
+        "total": 150,
+    }

@@ -1,0 +1,156 @@
+"""Properties over generated input: extraction never raises, buckets never go negative and always sum."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from langfuse_openrouter_callbacks import OpenRouterUsage, compute_cost, to_langfuse
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+usage_keys = st.sampled_from(
+    [
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cost",
+        "is_byok",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+        "cost_details",
+        "server_tool_use_details",
+        "usage",
+        "id",
+        "provider",
+        "model",
+        "data",
+        "total_cost",
+        "native_tokens_prompt",
+        "cached_tokens",
+        "reasoning_tokens",
+        "cache_write_tokens",
+        "upstream_inference_cost",
+        "web_search_requests",
+        "choices",
+    ]
+)
+usage_like = st.recursive(
+    json_scalars,
+    lambda children: st.dictionaries(usage_keys, children, max_size=6) | st.lists(children, max_size=3),
+    max_leaves=30,
+)
+quiet = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=300, deadline=None)
+
+
+def _valid(u: OpenRouterUsage) -> None:
+    for name in (
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+        "web_search_requests",
+    ):
+        value = getattr(u, name)
+        assert type(value) is int and value >= 0
+    assert u.cached_tokens + u.cache_write_tokens <= u.prompt_tokens
+    assert u.reasoning_tokens <= u.completion_tokens
+    for name in ("cost", "upstream_inference_cost"):
+        value = getattr(u, name)
+        assert value is None or (isinstance(value, Decimal) and value.is_finite() and value >= 0)
+
+
+@quiet
+@given(obj=usage_like | json_values)
+def test_from_openrouter_never_raises_and_yields_valid_usage(obj: object) -> None:
+    logging.disable(logging.WARNING)
+    try:
+        _valid(OpenRouterUsage.from_openrouter(obj))
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+@quiet
+@given(usage_metadata=usage_like, metadata=usage_like)
+def test_from_langchain_never_raises(usage_metadata: object, metadata: object) -> None:
+    logging.disable(logging.WARNING)
+    try:
+        _valid(OpenRouterUsage.from_langchain(usage_metadata, metadata))
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+counts = st.integers(min_value=0, max_value=2_000_000)
+prices = st.decimals(
+    min_value=0, max_value=Decimal("0.001"), places=12, allow_nan=False, allow_infinity=False
+)
+money = st.none() | st.decimals(min_value=0, max_value=100, places=9, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def usages(draw: st.DrawFn) -> dict:
+    prompt = draw(counts)
+    cached = draw(st.integers(0, prompt))
+    writes = draw(st.integers(0, prompt - cached))
+    completion = draw(counts)
+    cost = draw(money)
+    upstream = draw(money)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "cost": None if cost is None else str(cost),
+        "is_byok": draw(st.none() | st.booleans()),
+        "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": writes},
+        "completion_tokens_details": {"reasoning_tokens": draw(st.integers(0, completion))},
+        "cost_details": {"upstream_inference_cost": None if upstream is None else str(upstream)},
+        "server_tool_use_details": {"web_search_requests": draw(st.integers(0, 5))},
+    }
+
+
+@st.composite
+def pricings(draw: st.DrawFn) -> dict | None:
+    if draw(st.booleans()) and draw(st.booleans()):
+        return None
+    pricing = {"prompt": str(draw(prices)), "completion": str(draw(prices))}
+    for key in ("input_cache_read", "input_cache_write", "request", "web_search"):
+        if draw(st.booleans()):
+            pricing[key] = str(draw(prices))
+    if draw(st.booleans()):
+        pricing["discount"] = float(draw(st.decimals(min_value=0, max_value=1, places=2)))
+    if draw(st.booleans()):
+        pricing["overrides"] = [{"min_prompt_tokens": draw(counts), "prompt": str(draw(prices))}]
+    return pricing
+
+
+@quiet
+@given(usage=usages(), pricing=pricings())
+def test_buckets_are_non_negative_and_sum_exactly_to_total(usage: dict, pricing: dict | None) -> None:
+    b = compute_cost(usage, pricing)
+    buckets = b.buckets()
+    assert all(v >= 0 for v in buckets.values())
+    assert sum(buckets.values()) == b.total
+    if b.reported_total is not None:
+        assert b.total == b.reported_total
+    if b.is_priced and b.cache_savings is not None:
+        assert b.no_cache_total - b.total == b.cache_savings
+    u = OpenRouterUsage.from_openrouter(usage)
+    usage_details, cost_details, _ = to_langfuse(u, b)
+    assert all(type(v) is int and v >= 0 for v in usage_details.values())
+    assert sum(v for k, v in usage_details.items() if k != "total") == usage_details["total"]
+    assert all(type(v) is float and v >= 0 for v in cost_details.values())
