@@ -31,3 +31,15 @@ class Problems:
     def report(self) -> None:
         for kind, details in self._by_kind.items():
             logger.warning("%s: %s: %s", self._what, kind, ", ".join(details))
+
+
+_logged_once: set[str] = set()
+
+
+def log_exception_once(key: str, message: str) -> None:
+    """Log the exception being handled with its traceback the first time for `key`, briefly after."""
+    if key in _logged_once:
+        logger.debug(message, exc_info=True)
+        return
+    _logged_once.add(key)
+    logger.exception(message)

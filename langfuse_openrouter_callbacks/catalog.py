@@ -149,6 +149,13 @@ class PriceCatalog:
                 return found
         return None
 
+    def preload(self) -> None:
+        """Load the disk copy and the offline data, and refresh if stale, on the background thread.
+
+        The handlers call this when they are created, so the first call does not pay for it.
+        """
+        self._schedule(("preload", ""))
+
     def refresh(self) -> bool:
         """Fetch `/models` and the endpoints already known now, on this thread. True if `/models` loaded.
 
@@ -270,6 +277,12 @@ class PriceCatalog:
 
     def _run_task(self, task: tuple[str, str]) -> bool:
         kind, model_id = task
+        if kind == "preload":
+            _genai_prices.canonical_id("")  # loads the offline data once
+            if not self.offline:
+                self._load_from_disk_once()
+                self._refresh_models_if_stale()
+            return True
         try:
             if kind == "models":
                 self._fetch_models()
