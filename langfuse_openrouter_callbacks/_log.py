@@ -33,13 +33,13 @@ class Problems:
             logger.warning("%s: %s: %s", self._what, kind, ", ".join(details))
 
 
-_logged_once: set[str] = set()
+def log_exception_once(seen: set[str], key: str, message: str) -> None:
+    """Log the exception being handled, with its traceback, the first time `key` enters `seen`.
 
-
-def log_exception_once(key: str, message: str) -> None:
-    """Log the exception being handled with its traceback the first time for `key`, briefly after."""
-    if key in _logged_once:
+    Later ones go to debug level, so a broken input repeated on every call cannot flood the log.
+    """
+    if key in seen:
         logger.debug(message, exc_info=True)
         return
-    _logged_once.add(key)
+    seen.add(key)
     logger.exception(message)

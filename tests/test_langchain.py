@@ -1,0 +1,440 @@
+"""The LangChain handler end to end: real LangChain and Langfuse clients, local OpenRouter and OTLP servers.
+
+Every assertion reads what Langfuse exported (decoded OTLP spans).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_openai import ChatOpenAI
+from langchain_openrouter import ChatOpenRouter
+from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
+
+from langfuse_openrouter_callbacks import PriceCatalog
+from langfuse_openrouter_callbacks.langchain import CallbackHandler
+from tests.support.openrouter_server import (
+    FakeOpenRouter,
+    Fault,
+    ResponseSpec,
+    ToolCall,
+    Usage,
+    error_spec,
+    marker,
+    marker_responder,
+    model_entry,
+)
+from tests.support.otlp_receiver import ExportedSpan, OTLPReceiver
+
+REQUESTED = "anthropic/claude-sonnet-4.5"
+DATED = "anthropic/claude-4.5-sonnet-20250929"
+SONNET = {
+    "prompt": "0.000003",
+    "completion": "0.000015",
+    "input_cache_read": "0.0000003",
+    "input_cache_write": "0.00000375",
+}
+CACHED_CALL = Usage(
+    prompt_tokens=10_000,
+    completion_tokens=500,
+    cached_tokens=6_000,
+    cache_write_tokens=3_000,
+    reasoning_tokens=200,
+    cost=0.0241,
+)
+EXPECTED_USAGE = {
+    "input": 1_000,
+    "input_cache_read": 6_000,
+    "input_cache_creation": 3_000,
+    "output": 300,
+    "output_reasoning": 200,
+    "total": 10_500,
+}
+# 1000 x 3e-6 + 6000 x 3e-7 + 3000 x 3.75e-6 + 300 x 15e-6 + 200 x 15e-6, by hand
+COMPUTED_TOTAL = 0.003 + 0.0018 + 0.01125 + 0.0045 + 0.003
+NO_CACHE_TOTAL = 10_000 * 0.000003 + 500 * 0.000015
+
+
+@pytest.fixture
+def catalog() -> PriceCatalog:
+    """Offline prices keyed by the model the user asks for; responses name the dated id."""
+    return PriceCatalog({REQUESTED: SONNET}, offline=True)
+
+
+@pytest.fixture
+def openrouter(fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch) -> FakeOpenRouter:
+    """The fake OpenRouter, configured as this machine's OpenRouter API base."""
+    monkeypatch.setenv("OPENROUTER_API_BASE", fake_openrouter.base_url)
+    fake_openrouter.set_default(ResponseSpec(model=DATED, provider="Anthropic", usage=CACHED_CALL))
+    return fake_openrouter
+
+
+def chat_openai(server: FakeOpenRouter, **kwargs: Any) -> ChatOpenAI:
+    return ChatOpenAI(
+        base_url=server.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0, **kwargs
+    )
+
+
+def chat_openrouter(server: FakeOpenRouter) -> ChatOpenRouter:
+    return ChatOpenRouter(model=REQUESTED, api_key="sk-or-test", base_url=server.base_url, max_retries=0)
+
+
+def exported_generations(client: Any, receiver: OTLPReceiver, count: int = 1) -> list[ExportedSpan]:
+    client.flush()
+    generations = receiver.generations()
+    assert len(generations) == count, [g.name for g in generations]
+    return generations
+
+
+def assert_cached_call(generation: ExportedSpan, *, cost_source: str, total: float) -> None:
+    assert generation.usage_details == EXPECTED_USAGE
+    assert generation.cost_details["total"] == pytest.approx(total, abs=1e-12)
+    buckets = {k: v for k, v in generation.cost_details.items() if k != "total"}
+    assert sum(buckets.values()) == pytest.approx(total, abs=1e-12)
+    meta = generation.metadata["openrouter"]
+    assert meta["cost_source"] == cost_source
+    assert meta["pricing_source"] == "override"  # the requested id's override priced the dated response
+    assert meta["cache_hit_ratio"] == 0.6
+    assert meta["no_cache_cost_usd"] - meta["cache_savings_usd"] == pytest.approx(total, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------- ChatOpenAI
+
+
+def test_chat_openai_invoke_records_openrouter_cost(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    llm = chat_openai(openrouter)
+    message = llm.invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    assert message.content
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert_cached_call(generation, cost_source="openrouter", total=0.0241)
+    assert generation.cost_details["other"] == pytest.approx(0.0241 - COMPUTED_TOTAL, abs=1e-12)
+    meta = generation.metadata["openrouter"]
+    assert meta["generation_id"].startswith("gen-")
+    assert meta["reported_cost"] == 0.0241 and meta["is_byok"] is False
+    assert meta["reconciliation_delta"] == pytest.approx(0.0241 - COMPUTED_TOTAL, abs=1e-12)
+    assert generation.model_name == DATED
+    assert "is_byok" not in generation.usage_details
+
+
+async def test_chat_openai_ainvoke(openrouter, catalog, langfuse_client, otlp_receiver) -> None:
+    await chat_openai(openrouter).ainvoke(
+        "hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]}
+    )
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert_cached_call(generation, cost_source="openrouter", total=0.0241)
+
+
+def _batch_inputs() -> list[str]:
+    return [
+        "q " + marker(prompt_tokens=1_000 * i, cached_tokens=100 * i, completion_tokens=i, cost=i / 1000)
+        for i in (1, 2, 3)
+    ]
+
+
+def _assert_batch(generations: list[ExportedSpan]) -> None:
+    by_total = sorted(generations, key=lambda g: g.usage_details["total"])
+    for i, generation in enumerate(by_total, start=1):
+        assert generation.usage_details["input_cache_read"] == 100 * i
+        assert generation.usage_details["input"] == 900 * i
+        assert generation.cost_details["total"] == pytest.approx(i / 1000)
+        assert generation.metadata["openrouter"]["reported_cost"] == pytest.approx(i / 1000)
+
+
+def test_chat_openai_batch_gives_each_generation_its_numbers(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    openrouter.set_responder(marker_responder(ResponseSpec(model=DATED, provider="Anthropic")))
+    chat_openai(openrouter).batch(
+        _batch_inputs(), config={"callbacks": [CallbackHandler(price_catalog=catalog)]}
+    )
+    _assert_batch(exported_generations(langfuse_client, otlp_receiver, 3))
+
+
+async def test_chat_openai_abatch(openrouter, catalog, langfuse_client, otlp_receiver) -> None:
+    openrouter.set_responder(marker_responder(ResponseSpec(model=DATED, provider="Anthropic")))
+    await chat_openai(openrouter).abatch(
+        _batch_inputs(), config={"callbacks": [CallbackHandler(price_catalog=catalog)]}
+    )
+    _assert_batch(exported_generations(langfuse_client, otlp_receiver, 3))
+
+
+@pytest.mark.parametrize("usage_chunk_style", ["empty_choices", "with_choice"])
+def test_chat_openai_stream_computes_the_cost_langchain_loses(
+    openrouter, catalog, langfuse_client, otlp_receiver, usage_chunk_style
+) -> None:
+    openrouter.set_default(
+        ResponseSpec(
+            model=DATED, provider="Anthropic", usage=CACHED_CALL, usage_chunk_style=usage_chunk_style
+        )
+    )
+    chunks = list(
+        chat_openai(openrouter).stream(
+            "hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]}
+        )
+    )
+    assert chunks
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert_cached_call(generation, cost_source="computed", total=COMPUTED_TOTAL)
+    assert generation.metadata["openrouter"]["reported_cost"] is None
+    assert generation.cost_details["input_cache_creation"] == pytest.approx(3_000 * 0.00000375)
+
+
+async def test_chat_openai_astream(openrouter, catalog, langfuse_client, otlp_receiver) -> None:
+    handler = CallbackHandler(price_catalog=catalog)
+    chunks = [c async for c in chat_openai(openrouter).astream("hello", config={"callbacks": [handler]})]
+    assert chunks
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert_cached_call(generation, cost_source="computed", total=COMPUTED_TOTAL)
+
+
+def test_streaming_byok_call_adds_nothing_it_cannot_know(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    openrouter.set_default(
+        ResponseSpec(
+            model=DATED,
+            provider="Anthropic",
+            usage=Usage(prompt_tokens=100, completion_tokens=10, cost=0.0, is_byok=True),
+        )
+    )
+    chat_openai(openrouter).invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    # BYOK without the provider's charge: computed from prices, OpenRouter's (zero) fee on top
+    assert generation.cost_details["total"] == pytest.approx(100 * 0.000003 + 10 * 0.000015)
+    assert generation.metadata["openrouter"]["is_byok"] is True
+
+
+# ---------------------------------------------------------------------------- ChatOpenRouter
+
+
+def test_chat_openrouter_invoke(openrouter, catalog, langfuse_client, otlp_receiver) -> None:
+    message = chat_openrouter(openrouter).invoke(
+        "hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]}
+    )
+    assert message.content
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert_cached_call(generation, cost_source="openrouter", total=0.0241)
+    assert generation.metadata["openrouter"]["generation_id"].startswith("gen-")
+
+
+async def test_chat_openrouter_ainvoke(openrouter, catalog, langfuse_client, otlp_receiver) -> None:
+    await chat_openrouter(openrouter).ainvoke(
+        "hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]}
+    )
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert_cached_call(generation, cost_source="openrouter", total=0.0241)
+
+
+def test_chat_openrouter_stream_keeps_openrouters_cost(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    handler = CallbackHandler(price_catalog=catalog)
+    assert list(chat_openrouter(openrouter).stream("hello", config={"callbacks": [handler]}))
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert_cached_call(generation, cost_source="openrouter", total=0.0241)
+
+
+async def test_chat_openrouter_astream(openrouter, catalog, langfuse_client, otlp_receiver) -> None:
+    handler = CallbackHandler(price_catalog=catalog)
+    assert [c async for c in chat_openrouter(openrouter).astream("hello", config={"callbacks": [handler]})]
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert_cached_call(generation, cost_source="openrouter", total=0.0241)
+
+
+# ---------------------------------------------------------------------------- chains and agents
+
+
+def test_chain_records_spans_and_an_enriched_generation(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    chain = (
+        ChatPromptTemplate.from_messages([("system", "Be brief."), ("user", "{q}")])
+        | chat_openai(openrouter)
+        | StrOutputParser()
+    )
+    handler = CallbackHandler(price_catalog=catalog)
+    answer = chain.invoke(
+        {"q": "hi"},
+        config={
+            "callbacks": [handler],
+            "metadata": {"langfuse_session_id": "session-7", "langfuse_user_id": "u-1"},
+        },
+    )
+    assert answer == "Hello from the fake OpenRouter."
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert_cached_call(generation, cost_source="openrouter", total=0.0241)
+    spans = otlp_receiver.spans
+    names = {s.name for s in spans}
+    assert {"RunnableSequence", "ChatPromptTemplate", "StrOutputParser"} <= names
+    root = next(s for s in spans if s.name == "RunnableSequence")
+    assert generation.parent_span_id == root.span_id
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    assert any(v == "session-7" for k, v in root.attributes.items() if "session" in k)
+    assert any(v == "u-1" for k, v in root.attributes.items() if "user" in k)
+
+
+@pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
+def test_langgraph_agent_each_generation_carries_its_own_numbers(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    from langchain_core.tools import tool
+    from langgraph.prebuilt import create_react_agent
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Weather for a city."""
+        return f"Sunny in {city}"
+
+    openrouter.queue(
+        ResponseSpec(
+            model=DATED,
+            provider="Anthropic",
+            tool_calls=[ToolCall("get_weather", {"city": "Lima"})],
+            usage=Usage(prompt_tokens=2_000, completion_tokens=40, cache_write_tokens=1_800, cost=0.00792),
+        ),
+        ResponseSpec(
+            model=DATED,
+            provider="Anthropic",
+            content="It is sunny in Lima.",
+            usage=Usage(prompt_tokens=2_100, completion_tokens=20, cached_tokens=1_800, cost=0.00174),
+        ),
+    )
+    agent = create_react_agent(chat_openai(openrouter), [get_weather])
+    result = agent.invoke(
+        {"messages": [("user", "Weather in Lima?")]},
+        config={"callbacks": [CallbackHandler(price_catalog=catalog)]},
+    )
+    assert result["messages"][-1].content == "It is sunny in Lima."
+    generations = exported_generations(langfuse_client, otlp_receiver, 2)
+    first, second = sorted(generations, key=lambda g: g.start_time_unix_nano)
+    assert (
+        first.usage_details["input_cache_creation"] == 1_800 and "input_cache_read" not in first.usage_details
+    )
+    assert (
+        second.usage_details["input_cache_read"] == 1_800
+        and "input_cache_creation" not in second.usage_details
+    )
+    assert first.cost_details["total"] == pytest.approx(0.00792)
+    assert second.cost_details["total"] == pytest.approx(0.00174)
+    assert (
+        first.metadata["openrouter"]["cache_savings_usd"]
+        < 0
+        < second.metadata["openrouter"]["cache_savings_usd"]
+    )
+    spans = otlp_receiver.spans
+    assert len({s.trace_id for s in spans}) == 1
+    assert any(s.attributes.get("langfuse.observation.type") == "tool" for s in spans)
+    trace_total = sum(g.cost_details["total"] for g in generations)
+    assert trace_total == pytest.approx(0.00792 + 0.00174)
+
+
+async def test_200_concurrent_calls_each_get_their_own_numbers(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    openrouter.set_responder(marker_responder(ResponseSpec(model=DATED, provider="Anthropic")))
+    llm = chat_openai(openrouter)
+    handler = CallbackHandler(price_catalog=catalog)
+
+    async def call(i: int) -> None:
+        prompt = f"q{i} " + marker(
+            prompt_tokens=1_000 + i, cached_tokens=i, completion_tokens=1 + i % 7, cost=(1_000 + i) / 10**6
+        )
+        await llm.ainvoke(prompt, config={"callbacks": [handler]})
+
+    await asyncio.gather(*(call(i) for i in range(200)))
+    generations = exported_generations(langfuse_client, otlp_receiver, 200)
+    seen = set()
+    for generation in generations:
+        i = generation.usage_details.get("input_cache_read", 0)
+        assert generation.usage_details["total"] == 1_000 + i + 1 + i % 7
+        assert generation.cost_details["total"] == pytest.approx((1_000 + i) / 10**6)
+        seen.add(i)
+    assert len(seen) == 200
+    assert handler._calls == {}  # no per-run state left behind
+
+
+# ---------------------------------------------------------------------------- other providers, errors
+
+
+def _attributes_without_ids(span: ExportedSpan) -> dict[str, Any]:
+    skip = ("completion_start_time",)
+    return {k: v for k, v in span.attributes.items() if not any(s in k for s in skip)}
+
+
+def test_other_providers_are_recorded_exactly_as_langfuse_records_them(
+    fake_openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    # An OpenAI-compatible API that is not OpenRouter: no cost, no gen- id, not OpenRouter's base URL.
+    fake_openrouter.set_default(
+        ResponseSpec(
+            model="gpt-4o-mini-2024-07-18",
+            provider=None,
+            generation_id="chatcmpl-abc123",
+            usage=Usage(prompt_tokens=50, completion_tokens=5, cached_tokens=20, cost=None, is_byok=None),
+        )
+    )
+    llm = ChatOpenAI(base_url=fake_openrouter.base_url, api_key="sk-test", model="gpt-4o-mini", max_retries=0)
+    llm.invoke("hello", config={"callbacks": [LangfuseCallbackHandler()]})
+    (theirs,) = exported_generations(langfuse_client, otlp_receiver)
+    otlp_receiver.clear()
+    llm.invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    (ours,) = exported_generations(langfuse_client, otlp_receiver)
+    assert "openrouter" not in ours.metadata
+    assert _attributes_without_ids(ours) == _attributes_without_ids(theirs)
+
+
+def test_llm_errors_are_recorded_as_langfuse_records_them(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    openrouter.queue(error_spec(status=400, message="Provider returned error"))
+    handler = CallbackHandler(price_catalog=catalog)
+    with pytest.raises(Exception, match="Provider returned error"):
+        chat_openai(openrouter).invoke("hello", config={"callbacks": [handler]})
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert generation.attributes["langfuse.observation.level"] == "ERROR"
+    assert generation.cost_details == {"total": 0}
+    assert "openrouter" not in generation.metadata
+    assert handler._calls == {}
+
+
+class _BrokenCatalog(PriceCatalog):
+    def pricing_for(self, model: Any, provider: str | None = None) -> Any:
+        raise RuntimeError("price list exploded")
+
+
+def test_an_error_in_enrichment_never_reaches_the_user(
+    openrouter, langfuse_client, otlp_receiver, caplog
+) -> None:
+    handler = CallbackHandler(price_catalog=_BrokenCatalog(offline=True))
+    with caplog.at_level(logging.DEBUG, logger="langfuse_openrouter_callbacks"):
+        for _ in range(3):
+            assert chat_openai(openrouter).invoke("hello", config={"callbacks": [handler]}).content
+    generations = exported_generations(langfuse_client, otlp_receiver, 3)
+    for generation in generations:  # Langfuse's own data, still exported
+        assert generation.usage_details["input_cache_read"] == 6_000
+        assert "openrouter" not in generation.metadata
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1  # logged once, with the traceback
+    assert "price list exploded" in errors[0].exc_text
+
+
+def test_the_users_call_never_waits_for_the_price_api(
+    openrouter, langfuse_client, otlp_receiver, tmp_path
+) -> None:
+    openrouter.set_models([model_entry(REQUESTED, SONNET, canonical_slug=DATED)])
+    openrouter.set_fault("models", Fault(delay=3.0))
+    catalog = PriceCatalog(api_base=openrouter.base_url, cache_dir=tmp_path)
+    started = time.monotonic()
+    chat_openai(openrouter).invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    assert time.monotonic() - started < 2.0
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert generation.metadata["openrouter"]["pricing_source"] == "genai-prices"  # offline data meanwhile
+    assert generation.cost_details["total"] == 0.0241
