@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ._log import logger
 from .catalog import DEFAULT_API_BASE, PriceCatalog
 from .cost import CostBreakdown, compute_cost
-from .langfuse_fields import to_langfuse
+from .langfuse_fields import SAVINGS_SCORE_NAME, to_langfuse
 from .usage import OpenRouterUsage
 
 
@@ -55,3 +56,20 @@ def has_openrouter_markers(usage: OpenRouterUsage) -> bool:
     if usage.cost is not None or usage.is_byok is not None:
         return True
     return bool(usage.generation_id and usage.generation_id.startswith("gen-"))
+
+
+def record_savings_score(
+    langfuse: Any, enrichment: Enrichment, *, trace_id: str, observation_id: str
+) -> None:
+    """Record the call's cache savings as a numeric Langfuse score, when they are known."""
+    savings = enrichment.breakdown.cache_savings
+    if savings is None:
+        return
+    langfuse.create_score(
+        name=SAVINGS_SCORE_NAME,
+        value=float(savings),
+        trace_id=trace_id,
+        observation_id=observation_id,
+        data_type="NUMERIC",
+    )
+    logger.debug("recorded %s=%s on %s", SAVINGS_SCORE_NAME, savings, observation_id)

@@ -20,7 +20,7 @@ from uuid import UUID
 from langchain_core.outputs import LLMResult
 from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
 
-from ._enrich import Enrichment, enrich, has_openrouter_markers, is_openrouter_url
+from ._enrich import Enrichment, enrich, has_openrouter_markers, is_openrouter_url, record_savings_score
 from ._log import log_exception_once
 from .catalog import PriceCatalog
 from .usage import OpenRouterUsage
@@ -40,12 +40,21 @@ class _Call:
 class CallbackHandler(LangfuseCallbackHandler):
     """Langfuse's LangChain handler, with OpenRouter cache usage, true cost and savings.
 
-    Takes every argument of `langfuse.langchain.CallbackHandler` (`public_key`, `trace_context`, ...)
-    and `price_catalog`, the `PriceCatalog` to price calls with (default: one shared per process).
+    Takes every argument of `langfuse.langchain.CallbackHandler` (`public_key`, `trace_context`, ...),
+    `price_catalog`, the `PriceCatalog` to price calls with (default: one shared per process), and
+    `savings_score`: also record each call's cache savings as the numeric score
+    `openrouter_cache_savings_usd`, which Langfuse can aggregate (default off).
     """
 
-    def __init__(self, *, price_catalog: PriceCatalog | None = None, **langfuse_kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        price_catalog: PriceCatalog | None = None,
+        savings_score: bool = False,
+        **langfuse_kwargs: Any,
+    ) -> None:
         super().__init__(**langfuse_kwargs)
+        self.savings_score = savings_score
         self.price_catalog = price_catalog if price_catalog is not None else PriceCatalog.shared()
         self.price_catalog.preload()
         self._calls: dict[UUID, _Call] = {}
@@ -127,6 +136,10 @@ class CallbackHandler(LangfuseCallbackHandler):
         if generation is None:
             return
         generation.update(metadata=enrichment.metadata)
+        if self.savings_score:
+            record_savings_score(
+                self._langfuse_client, enrichment, trace_id=generation.trace_id, observation_id=generation.id
+            )
         langfuse_update = generation.update
 
         def update(**fields: Any) -> Any:

@@ -6,16 +6,34 @@ so every bucket here is exclusive and `total` is always given.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from .cost import BUCKETS, CostBreakdown
 from .usage import OpenRouterUsage
 
-__all__ = ["METADATA_KEY", "to_langfuse"]
+__all__ = ["METADATA_KEY", "otel_attributes", "to_langfuse"]
 
 #: The key under which the generation's metadata carries our OpenRouter fields.
 METADATA_KEY = "openrouter"
+#: The numeric score (USD) the handlers record per generation when asked, for Langfuse to aggregate.
+SAVINGS_SCORE_NAME = "openrouter_cache_savings_usd"
+#: `usage_details` keys of the prompt tokens read from / written to the cache, and the key of the
+#: whole (`total`) in both `usage_details` and `cost_details`.
+CACHE_READ_KEY = "input_cache_read"
+CACHE_WRITE_KEY = "input_cache_creation"
+TOTAL_KEY = "total"
+
+# Langfuse's OpenTelemetry span attributes (the SDK's `LangfuseOtelSpanAttributes`).
+_OBSERVATION = "langfuse.observation"
+_OBSERVATION_TYPE = _OBSERVATION + ".type"
+_MODEL = _OBSERVATION + ".model.name"
+_USAGE_DETAILS = _OBSERVATION + ".usage_details"
+_COST_DETAILS = _OBSERVATION + ".cost_details"
+_METADATA = _OBSERVATION + ".metadata"
 
 
 def _float(value: Decimal | None) -> float | None:
@@ -87,4 +105,64 @@ def to_langfuse(
         usage_details(usage),
         cost_details(breakdown),
         {METADATA_KEY: openrouter_metadata(usage, breakdown)},
+    )
+
+
+def otel_attributes(
+    usage_details: Mapping[str, int] | None = None,
+    cost_details: Mapping[str, float] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    observation_type: str | None = None,
+    model: str | None = None,
+) -> dict[str, str]:
+    """The OpenTelemetry span attributes that carry these fields to Langfuse, as its SDK writes them.
+
+    For spans that Langfuse's SDK did not make (OpenInference's): `usage_details` and `cost_details`
+    are one JSON string each, metadata one JSON string per top-level key (a None value is not
+    written), `observation_type` ("generation", "span", ...) and `model` plain strings. Arguments
+    left at None give no attribute.
+    """
+    attributes: dict[str, str] = {}
+    if observation_type is not None:
+        attributes[_OBSERVATION_TYPE] = observation_type
+    if model is not None:
+        attributes[_MODEL] = model
+    if usage_details is not None:
+        attributes[_USAGE_DETAILS] = json.dumps(dict(usage_details))
+    if cost_details is not None:
+        attributes[_COST_DETAILS] = json.dumps(dict(cost_details))
+    for key, value in (metadata or {}).items():
+        if value is not None:
+            attributes[f"{_METADATA}.{key}"] = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return attributes
+
+
+@dataclass(frozen=True)
+class ExportedGeneration:
+    """A generation read back from the span attributes the Langfuse SDK exports."""
+
+    model: str | None
+    usage_details: dict[str, int]
+    cost_details: dict[str, float]
+    openrouter: dict[str, Any]
+
+
+def read_generation(attributes: Mapping[str, Any]) -> ExportedGeneration | None:
+    """The generation fields of an exported span's attributes; None for spans of other types."""
+    if attributes.get(_OBSERVATION_TYPE) != "generation":
+        return None
+
+    def decoded(key: str) -> Any:
+        value = attributes.get(key)
+        try:
+            return json.loads(value) if isinstance(value, str) else value
+        except ValueError:
+            return None
+
+    return ExportedGeneration(
+        model=attributes.get(_MODEL),
+        usage_details=decoded(_USAGE_DETAILS) or {},
+        cost_details=decoded(_COST_DETAILS) or {},
+        openrouter=decoded(f"{_METADATA}.{METADATA_KEY}") or {},
     )

@@ -31,7 +31,7 @@ from llama_index.core.instrumentation.events.llm import (
 )
 from llama_index.core.instrumentation.span import active_span_id
 
-from ._enrich import enrich, has_openrouter_markers, is_openrouter_url
+from ._enrich import enrich, has_openrouter_markers, is_openrouter_url, record_savings_score
 from ._log import log_exception_once
 from .catalog import PriceCatalog
 from .cost import compute_cost
@@ -136,13 +136,15 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
     Use it through `set_global_handler()`, or in `CallbackManager([handler])` /
     `Settings.callback_manager`. Arguments: the Langfuse client's (`public_key`, `secret_key`,
     `base_url`, ...; default: the client `langfuse.get_client()` resolves), trace attributes
-    (`user_id`, `session_id`, `tags`, `trace_name`, `metadata`, `version`), and `price_catalog`.
+    (`user_id`, `session_id`, `tags`, `trace_name`, `metadata`, `version`), `price_catalog`, and
+    `savings_score` (record each call's cache savings as the numeric score `openrouter_cache_savings_usd`).
     """
 
     def __init__(
         self,
         *,
         price_catalog: PriceCatalog | None = None,
+        savings_score: bool = False,
         user_id: str | None = None,
         session_id: str | None = None,
         tags: list[str] | None = None,
@@ -162,6 +164,7 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
             self.langfuse = get_client(public_key=langfuse_kwargs.get("public_key"))
         self.price_catalog = price_catalog if price_catalog is not None else PriceCatalog.shared()
         self.price_catalog.preload()
+        self.savings_score = savings_score
         given = {
             "user_id": user_id,
             "session_id": session_id,
@@ -311,6 +314,11 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
             if enrichment.cost_details:
                 fields["cost_details"] = enrichment.cost_details
             fields["metadata"] = enrichment.metadata
+            if self.savings_score:
+                observation = record.observation
+                record_savings_score(
+                    self.langfuse, enrichment, trace_id=observation.trace_id, observation_id=observation.id
+                )
         else:  # another provider: its token counts, priced by Langfuse as usual
             fields["usage_details"] = to_langfuse(usage, compute_cost(usage, None))[0]
         return fields

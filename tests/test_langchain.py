@@ -438,3 +438,18 @@ def test_the_users_call_never_waits_for_the_price_api(
     (generation,) = exported_generations(langfuse_client, otlp_receiver)
     assert generation.metadata["openrouter"]["pricing_source"] == "genai-prices"  # offline data meanwhile
     assert generation.cost_details["total"] == 0.0241
+
+
+def test_savings_score_is_recorded_when_asked(openrouter, catalog, langfuse_client, otlp_receiver) -> None:
+    llm = chat_openai(openrouter)
+    llm.invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog, savings_score=True)]})
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    (score,) = otlp_receiver.scores()
+    assert score["name"] == "openrouter_cache_savings_usd" and score["dataType"] == "NUMERIC"
+    assert score["value"] == pytest.approx(9_000 * 0.000003 - (0.0018 + 0.01125))
+    assert score["observationId"] == generation.span_id and score["traceId"] == generation.trace_id
+
+    otlp_receiver.clear()
+    llm.invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    exported_generations(langfuse_client, otlp_receiver)
+    assert otlp_receiver.scores() == []  # opt-in

@@ -356,3 +356,21 @@ def test_other_providers_get_their_usage_and_no_openrouter_cost(
     assert generation.usage_details == {"input": 30, "input_cache_read": 20, "output": 5, "total": 55}
     assert generation.cost_details is None  # Langfuse prices it as usual
     assert "openrouter" not in generation.metadata
+
+
+def test_savings_score_is_recorded_when_asked(
+    openrouter, catalog, clean_llama_index, langfuse_client, otlp_receiver
+) -> None:
+    set_global_handler(price_catalog=catalog, savings_score=True)
+    openrouter_llm(openrouter).chat(HELLO)
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    (score,) = otlp_receiver.scores()
+    assert score["name"] == "openrouter_cache_savings_usd" and score["dataType"] == "NUMERIC"
+    assert score["value"] == pytest.approx(9_000 * 0.000003 - (0.0018 + 0.01125))
+    assert score["observationId"] == generation.span_id and score["traceId"] == generation.trace_id
+
+
+def test_no_savings_score_unless_asked(openrouter, handler, langfuse_client, otlp_receiver) -> None:
+    openrouter_llm(openrouter).chat(HELLO)
+    exported_generations(langfuse_client, otlp_receiver)
+    assert otlp_receiver.scores() == []

@@ -359,6 +359,10 @@ class OTLPReceiver(BackgroundHTTPServer[_OTLPHandler]):
         """Spans whose ``langfuse.observation.type`` is ``"generation"``."""
         return [s for s in self.spans if s.is_generation]
 
+    def scores(self) -> list[dict[str, Any]]:
+        """The scores Langfuse's client sent (``POST /api/public/scores``, a JSON list per request)."""
+        return [score for r in self.other_requests if r.path == "/api/public/scores" for score in r.json()]
+
     def spans_named(self, name: str) -> list[ExportedSpan]:
         """Spans with exactly this name."""
         return [s for s in self.spans if s.name == name]
