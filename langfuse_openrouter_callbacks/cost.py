@@ -39,14 +39,16 @@ BUCKETS = (
 CostSource = Literal["openrouter", "computed", "unpriced"]
 
 _ZERO = Decimal(0)
-# Token counts up to 1e12 times prices with up to ~20 significant digits stay exact.
+# Products of token counts (up to 1e9) and prices (up to ~18 significant digits) stay exact at 28 digits,
+# the default; a thread whose context has less precision gets this one.
+_MIN_PRECISION = 28
 _CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
 # Amounts that come from a division (scaling to a reported total) are rounded to this, far below
 # any billing unit, so they stay exact to add in the default 28-digit context.
 _QUANTUM = Decimal("1e-18")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CostBreakdown:
     """What a call cost, split into exclusive `Decimal` buckets that sum exactly to `total` (USD).
 
@@ -54,6 +56,7 @@ class CostBreakdown:
     comes from prices alone, "unpriced" when neither was available (all buckets zero, not a guess).
     `no_cache_total`/`cache_savings` compare with the same call at the plain prompt price (savings
     are negative when cache writes cost more than reads saved); `None` when prices are unknown.
+    A value: treat it as read-only (it is not frozen only because that makes it 3x slower to build).
     """
 
     input: Decimal = _ZERO
@@ -122,8 +125,11 @@ def compute_cost(
     `pricing` a `ModelPricing`, an OpenRouter pricing mapping, or None when the model is unpriced.
     `at` (UTC, default now) selects time-window price overrides.
     """
-    u = _usage(usage)
-    p = None if pricing is None else ModelPricing.from_openrouter(pricing)
+    u = usage if type(usage) is OpenRouterUsage else _usage(usage)
+    p = pricing if pricing is None or type(pricing) is ModelPricing else ModelPricing.from_openrouter(pricing)
+    context = decimal.getcontext()
+    if context.prec >= _MIN_PRECISION and context.rounding == decimal.ROUND_HALF_EVEN:
+        return _compute(u, p, at)  # the default context is exact enough: skip switching (it is the hot path)
     with decimal.localcontext(_CONTEXT):
         return _compute(u, p, at)
 
@@ -131,74 +137,95 @@ def compute_cost(
 def _compute(u: OpenRouterUsage, pricing: ModelPricing | None, at: datetime | None) -> CostBreakdown:
     hit_ratio = u.cached_tokens / u.prompt_tokens if u.prompt_tokens else None
     reported = _reported_total(u)
-    priced = pricing is not None and pricing.is_priced
-
-    if not priced:
+    if pricing is None or not pricing.is_priced:
         return _unpriced(u, reported, hit_ratio, pricing)
 
-    assert pricing is not None
-    p = pricing.effective(u.prompt_tokens, at)
+    p = pricing.effective(u.prompt_tokens, at) if pricing.overrides else pricing
     prompt_price = p.prompt or _ZERO
     completion_price = p.completion or _ZERO
     keep = 1 - p.discount
+    uncached = u.prompt_tokens - u.cached_tokens - u.cache_write_tokens
 
-    audio_in = u.prompt_audio_tokens if p.audio is not None else 0
-    audio_in = min(audio_in, u.uncached_prompt_tokens)
-    image_out = u.completion_image_tokens if p.image_output is not None else 0
-    audio_out = u.completion_audio_tokens if p.audio_output is not None else 0
-    text_out = max(u.completion_tokens - u.reasoning_tokens - image_out - audio_out, 0)
+    input_cost = uncached * prompt_price
+    if p.audio is not None and u.prompt_audio_tokens:  # audio input at its own price
+        audio_in = min(u.prompt_audio_tokens, uncached)
+        input_cost += audio_in * (p.audio - prompt_price)
+    text_out = u.completion_tokens - u.reasoning_tokens
+    output_cost = _ZERO
+    if p.image_output is not None and u.completion_image_tokens:
+        text_out -= u.completion_image_tokens
+        output_cost += u.completion_image_tokens * p.image_output
+    if p.audio_output is not None and u.completion_audio_tokens:
+        text_out -= u.completion_audio_tokens
+        output_cost += u.completion_audio_tokens * p.audio_output
+    output_cost += max(text_out, 0) * completion_price
+    read_price = prompt_price if p.input_cache_read is None else p.input_cache_read
+    write_price = prompt_price if p.input_cache_write is None else p.input_cache_write
 
-    read_price = p.input_cache_read if p.input_cache_read is not None else prompt_price
-    write_price = p.input_cache_write if p.input_cache_write is not None else prompt_price
-    buckets = {
-        "input": ((u.uncached_prompt_tokens - audio_in) * prompt_price + audio_in * (p.audio or _ZERO))
-        * keep,
-        "input_cache_read": u.cached_tokens * read_price * keep,
-        "input_cache_creation": u.cache_write_tokens * write_price * keep,
-        "output": (
-            text_out * completion_price
-            + image_out * (p.image_output or _ZERO)
-            + audio_out * (p.audio_output or _ZERO)
-        )
-        * keep,
-        "output_reasoning": u.reasoning_tokens * completion_price * keep,
-        "request": p.request or _ZERO,
-        "web_search": u.web_search_requests * (p.web_search or _ZERO),
-        "other": _ZERO,
-    }
-    computed = sum(buckets.values(), _ZERO)
+    if keep != 1:
+        input_cost *= keep
+        output_cost *= keep
+    cache_read = u.cached_tokens * read_price * keep
+    cache_creation = u.cache_write_tokens * write_price * keep
+    reasoning = u.reasoning_tokens * completion_price * keep
+    request = p.request or _ZERO
+    web_search = u.web_search_requests * p.web_search if p.web_search is not None else _ZERO
+    computed = input_cost + cache_read + cache_creation + output_cost + reasoning + request + web_search
 
-    if u.is_byok and reported is None and u.cost is not None:
-        buckets["other"] = u.cost  # BYOK fee on top of the computed provider charge
+    other = _ZERO
     delta = None
-    scale = Decimal(1)
+    scale = None
     if reported is not None:
         delta = reported - computed
         if delta >= 0:
-            buckets["other"] = delta
+            other = delta
         else:  # OpenRouter charged less than list prices say: an endpoint discount or a stale price
             scale = reported / computed
-            buckets = _scaled(buckets, reported)
-    total = sum(buckets.values(), _ZERO)
-    if reported is not None:
-        total = reported  # exact by construction; stated so it can never drift
+            scaled = _scaled(
+                {
+                    "input": input_cost,
+                    "input_cache_read": cache_read,
+                    "input_cache_creation": cache_creation,
+                    "output": output_cost,
+                    "output_reasoning": reasoning,
+                    "request": request,
+                    "web_search": web_search,
+                },
+                reported,
+            )
+            input_cost, cache_read, cache_creation = (
+                scaled["input"],
+                scaled["input_cache_read"],
+                scaled["input_cache_creation"],
+            )
+            output_cost, reasoning = scaled["output"], scaled["output_reasoning"]
+            request, web_search = scaled["request"], scaled["web_search"]
+        total = reported  # exact by construction
+    else:
+        if u.is_byok and u.cost is not None:
+            other = u.cost  # BYOK fee on top of the computed provider charge
+        total = computed + other
 
-    cache_tokens = u.cached_tokens + u.cache_write_tokens
-    no_cache_cache_part = cache_tokens * prompt_price * keep
-    if scale != 1:
+    no_cache_cache_part = (u.cached_tokens + u.cache_write_tokens) * prompt_price * keep
+    if scale is not None:
         no_cache_cache_part = (no_cache_cache_part * scale).quantize(_QUANTUM)
-    no_cache_total = (
-        total - buckets["input_cache_read"] - buckets["input_cache_creation"] + no_cache_cache_part
-    )
+    no_cache_total = total - cache_read - cache_creation + no_cache_cache_part
     return CostBreakdown(
-        **buckets,
+        input=input_cost,
+        input_cache_read=cache_read,
+        input_cache_creation=cache_creation,
+        output=output_cost,
+        output_reasoning=reasoning,
+        request=request,
+        web_search=web_search,
+        other=other,
         total=total,
         computed_total=computed,
         reported_total=reported,
         no_cache_total=no_cache_total,
         cache_savings=no_cache_total - total,
         cache_hit_ratio=hit_ratio,
-        source="openrouter" if reported is not None else "computed",
+        source="computed" if reported is None else "openrouter",
         pricing_source=p.source,
         reconciliation_delta=delta,
     )

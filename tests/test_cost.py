@@ -256,3 +256,17 @@ def test_audio_input_tokens_use_the_audio_price_when_there_is_one(audio_price: s
     b = compute_cost(usage, pricing)
     expected = 1_000 * D("0.000001") if audio_price is None else 600 * D("0.000001") + 400 * D(audio_price)
     assert b.input == b.total == expected
+
+
+def test_a_low_precision_decimal_context_in_the_callers_thread_does_not_round_money() -> None:
+    import decimal
+
+    usage = {
+        "prompt_tokens": 123_457,
+        "completion_tokens": 9_876,
+        "prompt_tokens_details": {"cached_tokens": 100_000},
+    }
+    expected = compute_cost(usage, SONNET).total
+    with decimal.localcontext(decimal.Context(prec=4)):
+        assert compute_cost(usage, SONNET).total == expected
+    assert expected == 23_457 * D("0.000003") + 100_000 * D("0.0000003") + 9_876 * D("0.000015")
