@@ -5,60 +5,87 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-
-from .cost import BUCKETS, compute_cost
-from .langfuse_fields import to_langfuse
-from .pricing import ModelPricing
-from .usage import OpenRouterUsage
-
-# A real-shaped OpenRouter response: Claude Sonnet 4.5 reading 9,000 of 10,000 prompt tokens from the cache.
-_EXAMPLE_RESPONSE = {
-    "id": "gen-1764330000-example",
-    "provider": "Anthropic",
-    "model": "anthropic/claude-4.5-sonnet-20250929",
-    "usage": {
-        "prompt_tokens": 10_000,
-        "completion_tokens": 400,
-        "total_tokens": 10_400,
-        "cost": 0.0117,
-        "is_byok": False,
-        "prompt_tokens_details": {"cached_tokens": 9_000, "cache_write_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0},
-        "cost_details": {"upstream_inference_cost": 0.0117},
-    },
-}
-_EXAMPLE_PRICING = {
-    "prompt": "0.000003",
-    "completion": "0.000015",
-    "input_cache_read": "0.0000003",
-    "input_cache_write": "0.00000375",
-}
+from datetime import date
+from decimal import Decimal, InvalidOperation
 
 
-def _usd(amount: object) -> str:
-    return f"${amount.normalize():f}" if hasattr(amount, "normalize") else "-"
+def _demo() -> int:
+    from .demo.render import run
 
-
-def _example() -> int:
-    usage = OpenRouterUsage.from_openrouter(_EXAMPLE_RESPONSE)
-    breakdown = compute_cost(usage, ModelPricing.from_openrouter(_EXAMPLE_PRICING, source="example"))
-    usage_details, cost_details, metadata = to_langfuse(usage, breakdown)
-    print(
-        f"{usage.model} via {usage.provider}: {usage.prompt_tokens} prompt tokens "
-        f"({usage.cached_tokens} read from the cache), {usage.completion_tokens} completion tokens"
-    )
-    for name in BUCKETS:
-        value = getattr(breakdown, name)
-        if value:
-            print(f"  {name:<22} {_usd(value)}")
-    print(f"  {'total':<22} {_usd(breakdown.total)}  ({breakdown.source})")
-    print(f"  {'without the cache':<22} {_usd(breakdown.no_cache_total)}")
-    ratio = breakdown.cache_hit_ratio or 0.0
-    print(f"  {'cache savings':<22} {_usd(breakdown.cache_savings)}  (hit ratio {ratio:.0%})")
-    print(f"Langfuse usage_details: {usage_details}")
-    print(f"Langfuse cost_details:  {cost_details}")
-    print(f"Langfuse metadata:      {metadata}")
+    run()
     return 0
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _usd(text: str) -> Decimal:
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        amount = Decimal("NaN")
+    if not amount.is_finite() or amount < 0:
+        raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}")
+    return amount
+
+
+def _add_report_parser(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report",
+        help="calls, cached tokens, cost and cache savings per model and day, read from Langfuse",
+        description="Read OpenRouter generations from Langfuse (LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, "
+        "LANGFUSE_BASE_URL) and report per model and UTC day: calls, input, cached and written tokens, "
+        "cache hit ratio, cost, no-cache cost, savings and cost disagreements.",
+    )
+    report.add_argument(
+        "--from", dest="start", type=_day, required=True, metavar="YYYY-MM-DD", help="first day"
+    )
+    report.add_argument("--to", dest="end", type=_day, required=True, metavar="YYYY-MM-DD", help="last day")
+    report.add_argument("--model", help="only this model (the generation's model name in Langfuse)")
+    report.add_argument("--format", choices=("table", "csv", "json", "html"), default="table")
+    report.add_argument("--output", "-o", metavar="FILE", help="write the report here instead of stdout")
+    report.add_argument(
+        "--chart", metavar="FILE.png", help="also write a PNG chart of daily cost and savings"
+    )
+    report.add_argument(
+        "--source",
+        choices=("auto", "metrics", "observations"),
+        default="auto",
+        help="metrics: Langfuse aggregates; observations: read every generation; auto (default): metrics "
+        "when they give every figure",
+    )
+    report.add_argument(
+        "--disagreements",
+        action="store_true",
+        help="with server-side aggregation, also read every generation's metadata for cost disagreements",
+    )
+    report.add_argument(
+        "--tolerance",
+        type=_usd,
+        default=Decimal("0.000001"),
+        metavar="USD",
+        help="a reported/computed cost difference up to this is no disagreement (default 0.000001)",
+    )
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import run_report
+
+    return run_report(
+        start=args.start,
+        end=args.end,
+        model=args.model,
+        fmt=args.format,
+        chart=args.chart,
+        output=args.output,
+        source=args.source,
+        check_disagreements=args.disagreements,
+        tolerance=args.tolerance,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,10 +94,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="OpenRouter prompt-cache usage, true cost and savings for Langfuse.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("example", help="print the cost breakdown of an example cached OpenRouter call")
+    commands.add_parser(
+        "demo",
+        help="run a LangChain chain and a LlamaIndex query with prompt caching and show what Langfuse got "
+        "(embedded OpenRouter and Langfuse unless OPENROUTER_API_KEY / LANGFUSE_* keys are set)",
+    )
+    _add_report_parser(commands)
     args = parser.parse_args(argv)
-    if args.command == "example":
-        return _example()
+    if args.command == "demo":
+        return _demo()
+    if args.command == "report":
+        return _report(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

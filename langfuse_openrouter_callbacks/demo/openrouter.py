@@ -1,0 +1,297 @@
+"""An embedded OpenRouter for the demo: OpenRouter's wire format, prompt caching, exact billing.
+
+Serves `POST /api/v1/chat/completions` (JSON, or SSE with `: OPENROUTER PROCESSING` comments and a final
+usage chunk), `GET /api/v1/models`, `GET /api/v1/models/{id}/endpoints` and `GET /api/v1/generation`.
+Responses have the shape of real OpenRouter responses. Usage follows the providers' caching rules:
+Anthropic-style models cache the prompt up to the last `cache_control` breakpoint (the first call
+writes the cache, later calls read it); OpenAI-style models cache the longest prefix shared with an
+earlier request, in 128-token steps from 1,024 tokens. Costs follow OpenRouter's billing exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..cost import compute_cost
+from ..pricing import ModelPricing
+from ._http import EmbeddedServer, Handler
+
+API_PREFIX = "/api/v1"
+_CACHE_STEP = 128
+_REMEMBERED_PROMPTS = 64
+
+
+def load_data() -> dict[str, Any]:
+    """The demo's models, prices and answers."""
+    return json.loads(resources.files(__package__).joinpath("data.json").read_text(encoding="utf-8"))
+
+
+def count_tokens(text: str) -> int:
+    """A deterministic stand-in for a tokenizer: about four characters a token."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+def _content_parts(content: Any) -> list[tuple[str, bool]]:
+    """A message's text parts, each with whether it carries a `cache_control` breakpoint."""
+    if isinstance(content, str):
+        return [(content, False)]
+    parts = []
+    for part in content or []:
+        if isinstance(part, dict) and isinstance(part.get("text"), str):
+            parts.append((part["text"], "cache_control" in part))
+    return parts
+
+
+class EmbeddedOpenRouter(EmbeddedServer):
+    """The demo's OpenRouter on 127.0.0.1; `base_url` is its `/api/v1`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = load_data()
+        self._lock = threading.Lock()
+        self._written: set[str] = set()  # explicit cache entries
+        self._prompts: dict[str, list[str]] = {}  # model -> recent prompts, for implicit caching
+        self._generations: dict[str, dict[str, Any]] = {}
+        self._counter = 0
+        self.requests: list[dict[str, Any]] = []
+
+    @property
+    def base_url(self) -> str:
+        return self.root_url + API_PREFIX
+
+    # ------------------------------------------------------------------ routing
+
+    def handle(self, request: Handler) -> None:
+        url = urlsplit(request.path)
+        path = url.path.removeprefix(API_PREFIX)
+        if request.command == "POST" and path == "/chat/completions":
+            self._chat(request)
+        elif request.command == "GET" and path == "/models":
+            request.send_json(200, {"data": [self._model_entry(m) for m in self.data["models"]]})
+        elif request.command == "GET" and path.startswith("/models/") and path.endswith("/endpoints"):
+            self._endpoints(request, unquote(path[len("/models/") : -len("/endpoints")]))
+        elif request.command == "GET" and path == "/generation":
+            generation_id = (parse_qs(url.query).get("id") or [""])[0]
+            record = self._generations.get(generation_id)
+            if record is None:
+                request.send_json(404, {"error": {"code": 404, "message": "Generation not found"}})
+            else:
+                request.send_json(200, {"data": record})
+        else:
+            request.send_json(404, {"error": {"code": 404, "message": f"Not found: {path}"}})
+
+    def _model_entry(self, model_id: str) -> dict[str, Any]:
+        model = self.data["models"][model_id]
+        return {
+            "id": model_id,
+            "canonical_slug": model["canonical_slug"],
+            "name": model_id,
+            "pricing": model["pricing"],
+        }
+
+    def _endpoints(self, request: Handler, model_id: str) -> None:
+        model = self.data["models"].get(model_id)
+        if model is None:
+            request.send_json(404, {"error": {"code": 404, "message": "Model not found"}})
+            return
+        endpoint = {
+            "name": f"{model['provider']} | {model['canonical_slug']}",
+            "provider_name": model["provider"],
+            "tag": model["provider"].lower(),
+            "pricing": model["pricing"],
+            "supports_implicit_caching": model["caching"] == "implicit",
+        }
+        request.send_json(200, {"data": {"id": model_id, "name": model_id, "endpoints": [endpoint]}})
+
+    # ------------------------------------------------------------------ completions
+
+    def _chat(self, request: Handler) -> None:
+        try:
+            body = json.loads(request.body() or b"{}")
+        except ValueError:
+            request.send_json(400, {"error": {"code": 400, "message": "Invalid JSON"}})
+            return
+        self.requests.append(body)
+        model_id = body.get("model")
+        model = self.data["models"].get(model_id)
+        if model is None:
+            request.send_json(400, {"error": {"code": 400, "message": f"{model_id} is not a valid model ID"}})
+            return
+        answer = self._answer(body)
+        usage = self._usage(model_id, model, body.get("messages") or [], answer)
+        with self._lock:
+            self._counter += 1
+            counter = self._counter
+        created = int(time.time())
+        generation_id = f"gen-{created}-" + hashlib.sha256(f"{counter}".encode()).hexdigest()[:20]
+        common = {
+            "id": generation_id,
+            "provider": model["provider"],
+            "model": model["canonical_slug"],
+            "created": created,
+        }
+        self._generations[generation_id] = self._generation_record(
+            common, usage, stream=bool(body.get("stream"))
+        )
+        if body.get("stream"):
+            self._stream(request, common, answer, usage)
+        else:
+            message = {"role": "assistant", "content": answer, "refusal": None, "reasoning": None}
+            choice = {
+                "index": 0,
+                "message": message,
+                "finish_reason": "stop",
+                "native_finish_reason": "stop",
+                "logprobs": None,
+            }
+            request.send_json(
+                200,
+                {
+                    **common,
+                    "object": "chat.completion",
+                    "choices": [choice],
+                    "usage": usage,
+                    "system_fingerprint": None,
+                },
+            )
+
+    def _answer(self, body: dict[str, Any]) -> str:
+        last_user = next(
+            (m for m in reversed(body.get("messages") or []) if m.get("role") == "user"), {"content": ""}
+        )
+        text = "".join(t for t, _ in _content_parts(last_user.get("content")))
+        answers = self.data["answers"]
+        return answers[int(hashlib.sha256(text.encode()).hexdigest(), 16) % len(answers)]
+
+    def _usage(
+        self, model_id: str, model: dict[str, Any], messages: list[dict[str, Any]], answer: str
+    ) -> dict:
+        prompt_text, breakpoint_at = "", None
+        for message in messages:
+            prompt_text += f"<{message.get('role')}>"
+            for text, is_breakpoint in _content_parts(message.get("content")):
+                prompt_text += text
+                if is_breakpoint:
+                    breakpoint_at = len(prompt_text)
+        prompt_tokens = count_tokens(prompt_text) + 3 * len(messages)
+        cached = written = 0
+        with self._lock:
+            if model["caching"] == "explicit" and breakpoint_at is not None:
+                prefix = prompt_text[:breakpoint_at]
+                tokens = count_tokens(prefix)
+                if tokens >= model["min_cache_tokens"]:
+                    key = hashlib.sha256((model_id + prefix).encode()).hexdigest()
+                    if key in self._written:
+                        cached = tokens
+                    else:
+                        written = tokens
+                        self._written.add(key)
+            elif model["caching"] == "implicit":
+                earlier = self._prompts.setdefault(model_id, [])
+                shared = max((_common_prefix(prompt_text, p) for p in earlier), default=0)
+                tokens = count_tokens(prompt_text[:shared]) if shared else 0
+                if tokens >= model["min_cache_tokens"]:
+                    cached = tokens // _CACHE_STEP * _CACHE_STEP
+                earlier.append(prompt_text)
+                del earlier[:-_REMEMBERED_PROMPTS]
+        completion_tokens = count_tokens(answer)
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {
+                "cached_tokens": cached,
+                "cache_write_tokens": written,
+                "audio_tokens": 0,
+                "video_tokens": 0,
+            },
+            "completion_tokens_details": {"reasoning_tokens": 0, "image_tokens": 0, "audio_tokens": 0},
+        }
+        pricing = ModelPricing.from_openrouter(model["pricing"])
+        breakdown = compute_cost(usage, pricing)
+        prompt_part = breakdown.total - breakdown.output - breakdown.output_reasoning
+        usage["cost"] = _number(breakdown.total)
+        usage["is_byok"] = False
+        usage["cost_details"] = {
+            "upstream_inference_cost": _number(breakdown.total),
+            "upstream_inference_prompt_cost": _number(prompt_part),
+            "upstream_inference_completions_cost": _number(breakdown.output + breakdown.output_reasoning),
+        }
+        return usage
+
+    def _stream(self, request: Handler, common: dict[str, Any], answer: str, usage: dict[str, Any]) -> None:
+        request.start_stream()
+        for _ in range(2):
+            request.write_chunk(b": OPENROUTER PROCESSING\n\n")
+        chunk = {**common, "object": "chat.completion.chunk"}
+        words = answer.split(" ")
+        pieces = [
+            " ".join(words[i : i + 4]) + (" " if i + 4 < len(words) else "") for i in range(0, len(words), 4)
+        ]
+        for i, piece in enumerate(pieces):
+            delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+            choice = {
+                "index": 0,
+                "delta": delta,
+                "finish_reason": None,
+                "native_finish_reason": None,
+                "logprobs": None,
+            }
+            request.write_chunk(_sse({**chunk, "choices": [choice]}))
+        end = {
+            "index": 0,
+            "delta": {"role": "assistant", "content": ""},
+            "finish_reason": "stop",
+            "native_finish_reason": "stop",
+            "logprobs": None,
+        }
+        request.write_chunk(_sse({**chunk, "choices": [end]}))
+        request.write_chunk(_sse({**chunk, "choices": [end], "usage": usage}))  # as real streams end
+        request.write_chunk(b"data: [DONE]\n\n")
+        request.end_stream()
+
+    @staticmethod
+    def _generation_record(common: dict[str, Any], usage: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+        details = usage["prompt_tokens_details"]
+        return {
+            "id": common["id"],
+            "model": common["model"],
+            "provider_name": common["provider"],
+            "total_cost": usage["cost"],
+            "upstream_inference_cost": usage["cost_details"]["upstream_inference_cost"],
+            "cache_discount": None,
+            "tokens_prompt": usage["prompt_tokens"],
+            "tokens_completion": usage["completion_tokens"],
+            "native_tokens_prompt": usage["prompt_tokens"],
+            "native_tokens_completion": usage["completion_tokens"],
+            "native_tokens_cached": details["cached_tokens"],
+            "native_tokens_reasoning": 0,
+            "is_byok": False,
+            "streamed": stream,
+            "cancelled": False,
+            "latency": 250,
+            "generation_time": 400,
+            "provider_responses": [{"provider_name": common["provider"], "status": 200}],
+        }
+
+
+def _common_prefix(a: str, b: str) -> int:
+    return len(os.path.commonprefix([a, b]))  # noqa: RUF071 - characters, not paths
+
+
+def _number(amount: Decimal) -> float:
+    """A JSON number as OpenRouter sends it (its shortest decimal form)."""
+    return float(amount)
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
