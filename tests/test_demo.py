@@ -13,20 +13,13 @@ import openai
 import pytest
 
 from langfuse_openrouter_callbacks.demo.openrouter import EmbeddedOpenRouter, count_tokens, load_data
+from tests.scenario import SERVICE_VARIABLES
 
 REPO = Path(__file__).resolve().parents[1]
-_KEY_VARIABLES = (
-    "OPENROUTER_API_KEY",
-    "OPENROUTER_API_BASE",
-    "LANGFUSE_PUBLIC_KEY",
-    "LANGFUSE_SECRET_KEY",
-    "LANGFUSE_BASE_URL",
-    "LANGFUSE_HOST",
-)
 
 
 def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in _KEY_VARIABLES}
+    return {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
 
 
 _DEMO_AND_REPORT = """

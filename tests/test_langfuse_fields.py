@@ -5,13 +5,8 @@ from __future__ import annotations
 import json
 
 from langfuse_openrouter_callbacks import OpenRouterUsage, compute_cost, to_langfuse
+from tests.scenario import SONNET
 
-SONNET = {
-    "prompt": "0.000003",
-    "completion": "0.000015",
-    "input_cache_read": "0.0000003",
-    "input_cache_write": "0.00000375",
-}
 RESPONSE = {
     "id": "gen-1",
     "provider": "Anthropic",

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,17 +11,18 @@ import llama_index.core
 import pytest
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.callbacks import CallbackManager
-from llama_index.core.embeddings import BaseEmbedding
 from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai_like import OpenAILike
 from llama_index.llms.openrouter import OpenRouter
 
 from langfuse_openrouter_callbacks import PriceCatalog
+from langfuse_openrouter_callbacks.demo.embedding import HashEmbedding
 from langfuse_openrouter_callbacks.llama_index import (
     LlamaIndexCallbackHandler,
     set_global_handler,
     trace_attributes,
 )
+from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, SONNET
 from tests.support.openrouter_server import (
     FakeOpenRouter,
     ResponseSpec,
@@ -34,54 +33,7 @@ from tests.support.openrouter_server import (
 )
 from tests.support.otlp_receiver import ExportedSpan, OTLPReceiver
 
-REQUESTED = "anthropic/claude-sonnet-4.5"
-DATED = "anthropic/claude-4.5-sonnet-20250929"
-SONNET = {
-    "prompt": "0.000003",
-    "completion": "0.000015",
-    "input_cache_read": "0.0000003",
-    "input_cache_write": "0.00000375",
-}
-CACHED_CALL = Usage(
-    prompt_tokens=10_000,
-    completion_tokens=500,
-    cached_tokens=6_000,
-    cache_write_tokens=3_000,
-    reasoning_tokens=200,
-    cost=0.0241,
-)
-EXPECTED_USAGE = {
-    "input": 1_000,
-    "input_cache_read": 6_000,
-    "input_cache_creation": 3_000,
-    "output": 300,
-    "output_reasoning": 200,
-    "total": 10_500,
-}
 HELLO = [ChatMessage(role="user", content="hello")]
-
-
-class HashEmbedding(BaseEmbedding):
-    """A deterministic local embedding: words hashed into 256 dimensions."""
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "HashEmbedding"
-
-    def _vector(self, text: str) -> list[float]:
-        vector = [0.0] * 256
-        for word in re.findall(r"\w+", text.lower()):
-            vector[int(hashlib.sha256(word.encode()).hexdigest(), 16) % 256] += 1.0
-        return vector
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._vector(text)
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._vector(query)
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._vector(query)
 
 
 @pytest.fixture

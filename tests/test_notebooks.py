@@ -9,15 +9,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.scenario import SERVICE_VARIABLES
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-_KEY_VARIABLES = (
-    "OPENROUTER_API_KEY",
-    "OPENROUTER_API_BASE",
-    "LANGFUSE_PUBLIC_KEY",
-    "LANGFUSE_SECRET_KEY",
-    "LANGFUSE_BASE_URL",
-    "LANGFUSE_HOST",
-)
 
 
 def test_there_are_notebooks() -> None:
@@ -36,7 +30,7 @@ def test_notebook_is_stored_without_outputs(path: Path) -> None:
 def test_notebook_runs_on_the_embedded_default(
     path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    for name in _KEY_VARIABLES:
+    for name in SERVICE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(path, as_version=4)

@@ -9,52 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from langfuse_openrouter_callbacks import OpenRouterUsage, compute_cost, to_langfuse
+from tests.strategies import json_values, usage_like
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=8)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=20,
-)
-usage_keys = st.sampled_from(
-    [
-        "prompt_tokens",
-        "completion_tokens",
-        "total_tokens",
-        "cost",
-        "is_byok",
-        "prompt_tokens_details",
-        "completion_tokens_details",
-        "cost_details",
-        "server_tool_use_details",
-        "usage",
-        "id",
-        "provider",
-        "model",
-        "data",
-        "total_cost",
-        "native_tokens_prompt",
-        "cached_tokens",
-        "reasoning_tokens",
-        "cache_write_tokens",
-        "upstream_inference_cost",
-        "web_search_requests",
-        "choices",
-    ]
-)
-usage_like = st.recursive(
-    json_scalars,
-    lambda children: st.dictionaries(usage_keys, children, max_size=6) | st.lists(children, max_size=3),
-    max_leaves=30,
-)
 quiet = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=300, deadline=None)
 
 
