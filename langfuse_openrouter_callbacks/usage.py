@@ -75,6 +75,11 @@ def _count(value: Any, name: str, problems: Problems) -> int | None:
     return value
 
 
+def _count_at(holder: Any, key: str, label: str, problems: Problems) -> int:
+    """The count at `holder[key]`, 0 when absent or unusable (noted in `problems`)."""
+    return _count(_get(holder, key), label, problems) or 0
+
+
 def _money(value: Any, name: str, problems: Problems) -> Decimal | None:
     """A USD amount as an exact `Decimal` (floats through their shortest repr), else None."""
     if value is None:
@@ -225,24 +230,24 @@ class OpenRouterUsage:
         cost_details = _get(usage, "cost_details")
         tool_details = _get(usage, "server_tool_use_details")
 
-        def count(holder: Any, key: str, label: str) -> int:
-            return _count(_get(holder, key), label, problems) or 0
+        def count(holder: Any, key: str, label: str | None = None) -> int:
+            return _count_at(holder, key, label or key, problems)
 
         def money(holder: Any, key: str) -> Decimal | None:
             return _money(_get(holder, key), key, problems)
 
         return cls(
-            prompt_tokens=count(usage, "prompt_tokens", "prompt_tokens"),
-            completion_tokens=count(usage, "completion_tokens", "completion_tokens"),
+            prompt_tokens=count(usage, "prompt_tokens"),
+            completion_tokens=count(usage, "completion_tokens"),
             total_tokens=_count(_get(usage, "total_tokens"), "total_tokens", problems),
-            cached_tokens=count(prompt_details, "cached_tokens", "cached_tokens"),
-            cache_write_tokens=count(prompt_details, "cache_write_tokens", "cache_write_tokens"),
+            cached_tokens=count(prompt_details, "cached_tokens"),
+            cache_write_tokens=count(prompt_details, "cache_write_tokens"),
             prompt_audio_tokens=count(prompt_details, "audio_tokens", "prompt audio_tokens"),
-            prompt_video_tokens=count(prompt_details, "video_tokens", "video_tokens"),
-            reasoning_tokens=count(completion_details, "reasoning_tokens", "reasoning_tokens"),
+            prompt_video_tokens=count(prompt_details, "video_tokens"),
+            reasoning_tokens=count(completion_details, "reasoning_tokens"),
             completion_audio_tokens=count(completion_details, "audio_tokens", "completion audio_tokens"),
-            completion_image_tokens=count(completion_details, "image_tokens", "image_tokens"),
-            web_search_requests=count(tool_details, "web_search_requests", "web_search_requests"),
+            completion_image_tokens=count(completion_details, "image_tokens"),
+            web_search_requests=count(tool_details, "web_search_requests"),
             cost=money(usage, "cost"),
             upstream_inference_cost=money(cost_details, "upstream_inference_cost"),
             upstream_inference_prompt_cost=money(cost_details, "upstream_inference_prompt_cost"),
@@ -323,17 +328,17 @@ class OpenRouterUsage:
         input_details = _get(usage_metadata, "input_token_details")
         output_details = _get(usage_metadata, "output_token_details")
 
-        def count(holder: Any, key: str, label: str) -> int:
-            return _count(_get(holder, key), label, problems) or 0
+        def count(holder: Any, key: str, label: str | None = None) -> int:
+            return _count_at(holder, key, label or key, problems)
 
         return cls(
-            prompt_tokens=count(usage_metadata, "input_tokens", "input_tokens"),
-            completion_tokens=count(usage_metadata, "output_tokens", "output_tokens"),
+            prompt_tokens=count(usage_metadata, "input_tokens"),
+            completion_tokens=count(usage_metadata, "output_tokens"),
             total_tokens=_count(_get(usage_metadata, "total_tokens"), "total_tokens", problems),
-            cached_tokens=count(input_details, "cache_read", "cache_read"),
-            cache_write_tokens=count(input_details, "cache_creation", "cache_creation"),
+            cached_tokens=count(input_details, "cache_read"),
+            cache_write_tokens=count(input_details, "cache_creation"),
             prompt_audio_tokens=count(input_details, "audio", "input audio"),
-            reasoning_tokens=count(output_details, "reasoning", "reasoning"),
+            reasoning_tokens=count(output_details, "reasoning"),
             completion_audio_tokens=count(output_details, "audio", "output audio"),
         )
 
