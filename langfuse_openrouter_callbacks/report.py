@@ -1161,7 +1161,7 @@ def _axis_usd(top: float) -> Callable[[float, Any], str]:
 def chart_png(report: SavingsReport, *, dpi: int = 110) -> bytes:
     """PNG: daily cost and no-cache cost, the savings shaded between them (matplotlib, Agg)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, DateFormatter, DayLocator
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
@@ -1191,9 +1191,14 @@ def chart_png(report: SavingsReport, *, dpi: int = 110) -> bytes:
     axes.yaxis.set_major_formatter(FuncFormatter(_axis_usd(top)))
     if min([*cost, *no_cache, 0.0]) >= 0:
         axes.set_ylim(bottom=0, top=top * 1.12 if top > 0 else 1)
-    locator = AutoDateLocator()
-    axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    span = (x[-1] - x[0]).days if x else 0
+    if span <= 31:  # one point per day: day ticks, never hours
+        axes.xaxis.set_major_locator(DayLocator(interval=max(1, span // 8)))
+        axes.xaxis.set_major_formatter(DateFormatter("%b %d"))
+    else:
+        locator = AutoDateLocator()
+        axes.xaxis.set_major_locator(locator)
+        axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     if len(x) == 1:
         axes.set_xlim(x[0] - timedelta(days=1), x[0] + timedelta(days=1))
     axes.set_ylabel("USD per day")
