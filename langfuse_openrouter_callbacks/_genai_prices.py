@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -30,6 +31,17 @@ _FIELDS: dict[str, tuple[str, int]] = {
 _lock = threading.Lock()
 _provider: Any = None
 _unavailable = False
+
+
+def import_data() -> None:
+    """Import genai-prices on the calling thread.
+
+    Never let a background thread be the first to import it: it imports `httpx2`, and the openai SDK
+    reads `sys.modules["httpx2"]` when it builds a client, so a half-imported module there breaks the
+    user's next LLM call ("partially initialized module 'httpx2'").
+    """
+    with contextlib.suppress(Exception):  # an unusable package is reported when the data is first used
+        import genai_prices.data_snapshot  # noqa: F401
 
 
 def _openrouter_provider() -> Any:

@@ -152,8 +152,10 @@ class PriceCatalog:
     def preload(self) -> None:
         """Load the disk copy and the offline data, and refresh if stale, on the background thread.
 
-        The handlers call this when they are created, so the first call does not pay for it.
+        The handlers call this when they are created, so the first call does not pay for it. The
+        offline data's modules are imported here, on the caller's thread (see `_genai_prices.import_data`).
         """
+        _genai_prices.import_data()
         self._schedule(("preload", ""))
 
     def refresh(self) -> bool:

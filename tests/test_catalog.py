@@ -239,3 +239,20 @@ def test_cache_file_is_plain_json_of_what_was_served(server, tmp_path) -> None:
     body = json.loads(cache_file.read_text())
     assert {e["id"] for e in body["data"]} >= {SONNET_ID}
     assert body["format"] == 1 and isinstance(body["fetched_at"], float)
+
+
+def test_preload_imports_the_offline_data_on_the_callers_thread() -> None:
+    # A background thread importing genai-prices (and with it httpx2) races the openai SDK, which reads
+    # sys.modules["httpx2"] when it builds a client: the user's first call failed on a half-imported module.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from langfuse_openrouter_callbacks import PriceCatalog\n"
+        "assert 'genai_prices' not in sys.modules\n"
+        "PriceCatalog(offline=True).preload()\n"
+        "assert 'genai_prices.data_snapshot' in sys.modules, 'imported behind the caller'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
