@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from datetime import datetime
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Any
 
-from ._log import logger
+from ._log import log_exception_once, logger
 from .catalog import DEFAULT_API_BASE, PriceCatalog
 from .cost import CostBreakdown, compute_cost
-from .langfuse_fields import SAVINGS_SCORE_NAME, to_langfuse
+from .generation_stats import GenerationStatsFetcher
+from .langfuse_fields import METADATA_KEY, SAVINGS_SCORE_NAME, generation_record_metadata, to_langfuse
+from .pricing import ModelPricing
 from .usage import OpenRouterUsage
 
 
@@ -73,3 +77,132 @@ def record_savings_score(
         data_type="NUMERIC",
     )
     logger.debug("recorded %s=%s on %s", SAVINGS_SCORE_NAME, savings, observation_id)
+
+
+# ---------------------------------------------------------------------------- /generation records
+
+
+def enrich_with_record(
+    enrichment: Enrichment,
+    record: Mapping[str, Any],
+    catalog: PriceCatalog,
+    *,
+    requested_model: str | None = None,
+    at: datetime | None = None,
+    price_wait: float = 0.0,
+) -> Enrichment:
+    """`enrichment` (from the response) reconciled with OpenRouter's `/generation` record of the call.
+
+    The record wins for what was billed: `total_cost` (and `upstream_inference_cost`, `is_byok`) is
+    the reported total the buckets add up to, and `provider_name` chooses the serving endpoint's
+    prices. Token counts stay the response's (they carry cache writes, which the record lacks) unless
+    the response had none. `reported_cost` stays what the response said, the record's fields are added
+    under their own names, and `reconciliation_delta` is the record's total minus the computed one.
+    `price_wait` (seconds) lets the catalog fetch the endpoint's prices it does not hold yet.
+    """
+    response = enrichment.usage
+    recorded = OpenRouterUsage.from_openrouter(record)
+    billed = recorded if response.is_empty else response
+    billed = replace(
+        billed,
+        cost=recorded.cost if recorded.cost is not None else response.cost,
+        upstream_inference_cost=(
+            recorded.upstream_inference_cost
+            if recorded.upstream_inference_cost is not None
+            else response.upstream_inference_cost
+        ),
+        is_byok=recorded.is_byok if recorded.is_byok is not None else response.is_byok,
+        provider=recorded.provider or response.provider,
+        model=response.model or recorded.model,
+        generation_id=response.generation_id or recorded.generation_id,
+    )
+    models = [m for m in (billed.model, requested_model) if m]
+    pricing = _pricing(catalog, models, billed.provider, price_wait) if models else None
+    breakdown = compute_cost(billed, pricing, at=at)
+    said = replace(
+        billed,
+        cost=response.cost,
+        upstream_inference_cost=response.upstream_inference_cost,
+        upstream_inference_prompt_cost=response.upstream_inference_prompt_cost,
+        upstream_inference_completions_cost=response.upstream_inference_completions_cost,
+    )
+    usage_details, cost_details, metadata = to_langfuse(said, breakdown)
+    metadata[METADATA_KEY].update(generation_record_metadata(record))
+    return Enrichment(billed, breakdown, usage_details, cost_details, metadata)
+
+
+def _pricing(
+    catalog: PriceCatalog, models: list[str], provider: str | None, wait: float
+) -> ModelPricing | None:
+    """The serving endpoint's prices, waiting (at most `wait` s) for the catalog to fetch them."""
+    pricing = catalog.pricing_for(models, provider=provider)
+    if not provider or wait <= 0 or catalog.offline:
+        return pricing
+    deadline = time.monotonic() + wait
+    for _ in range(2):  # /models first if the catalog had none, then the model's /endpoints
+        source = pricing.source if pricing is not None else None
+        if source is not None and (source == "override" or source.startswith("endpoint:")):
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        catalog.wait_until_idle(remaining)
+        pricing = catalog.pricing_for(models, provider=provider)
+    return pricing
+
+
+def end_after_lookup(
+    fetcher: GenerationStatsFetcher,
+    observation: Any,
+    enrichment: Enrichment,
+    *,
+    catalog: PriceCatalog,
+    requested_model: str | None,
+    ended_at: int,
+    langfuse: Any,
+    savings_score: bool,
+    logged: set[str],
+) -> None:
+    """End `observation` at `ended_at` (ns) once the call's `/generation` record is in, or now.
+
+    The lookup runs on the fetcher's threads; when it cannot be queued, or gives up, the generation
+    ends with the response's numbers. Either way it ends exactly once, with its true end time.
+    """
+
+    def done(record: Mapping[str, Any] | None) -> None:
+        final = enrichment
+        try:
+            if record is not None:
+                final = enrich_with_record(
+                    enrichment,
+                    record,
+                    catalog,
+                    requested_model=requested_model,
+                    at=datetime.fromtimestamp(ended_at / 1e9, timezone.utc),
+                    price_wait=catalog.timeout,
+                )
+                fields: dict[str, Any] = {"usage_details": final.usage_details, "metadata": final.metadata}
+                if final.cost_details:
+                    fields["cost_details"] = final.cost_details
+                observation.update(**fields)
+        except Exception:
+            final = enrichment
+            log_exception_once(
+                logged,
+                "generation-record",
+                "could not record OpenRouter's /generation record on a Langfuse generation; "
+                "it keeps the response's numbers",
+            )
+        try:
+            if savings_score:
+                record_savings_score(
+                    langfuse, final, trace_id=observation.trace_id, observation_id=observation.id
+                )
+        except Exception:
+            log_exception_once(logged, "savings-score", "could not record the cache savings score")
+        finally:
+            observation.end(end_time=ended_at)
+
+    generation_id = enrichment.usage.generation_id
+    if not (generation_id and fetcher.submit(generation_id, done)):
+        done(None)

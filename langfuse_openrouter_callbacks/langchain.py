@@ -6,12 +6,15 @@
     chain.invoke(inputs, config={"callbacks": [handler]})
 
 Everything Langfuse's handler records is recorded the same way; for calls answered by OpenRouter the
-generation's `usage_details`, `cost_details` and `metadata["openrouter"]` are ours.
+generation's `usage_details`, `cost_details` and `metadata["openrouter"]` are ours. With
+`fetch_generation_stats=True` the generation is held open until OpenRouter's `/generation` record of
+the call is fetched in the background, then ends with its true end time (see `generation_stats`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +23,17 @@ from uuid import UUID
 from langchain_core.outputs import LLMResult
 from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
 
-from ._enrich import Enrichment, enrich, has_openrouter_markers, is_openrouter_url, record_savings_score
+from ._enrich import (
+    Enrichment,
+    end_after_lookup,
+    enrich,
+    has_openrouter_markers,
+    is_openrouter_url,
+    record_savings_score,
+)
 from ._log import log_exception_once
 from .catalog import PriceCatalog
+from .generation_stats import GenerationStatsFetcher, resolve_fetcher, watch_langfuse_client
 from .usage import OpenRouterUsage
 
 __all__ = ["CallbackHandler"]
@@ -44,6 +55,11 @@ class CallbackHandler(LangfuseCallbackHandler):
     `price_catalog`, the `PriceCatalog` to price calls with (default: one shared per process), and
     `savings_score`: also record each call's cache savings as the numeric score
     `openrouter_cache_savings_usd`, which Langfuse can aggregate (default off).
+
+    `fetch_generation_stats`: reconcile each call with OpenRouter's `/generation` record, fetched in
+    the background (default: the `LANGFUSE_OPENROUTER_FETCH_GENERATION_STATS` environment variable;
+    needs `OPENROUTER_API_KEY`). `generation_stats_fetcher`: a `GenerationStatsFetcher` of your own
+    (its limits and timeouts); giving one turns the lookups on unless `fetch_generation_stats=False`.
     """
 
     def __init__(
@@ -51,6 +67,8 @@ class CallbackHandler(LangfuseCallbackHandler):
         *,
         price_catalog: PriceCatalog | None = None,
         savings_score: bool = False,
+        fetch_generation_stats: bool | None = None,
+        generation_stats_fetcher: GenerationStatsFetcher | None = None,
         **langfuse_kwargs: Any,
     ) -> None:
         super().__init__(**langfuse_kwargs)
@@ -60,6 +78,17 @@ class CallbackHandler(LangfuseCallbackHandler):
         self._calls: dict[UUID, _Call] = {}
         self._calls_lock = threading.Lock()
         self._logged: set[str] = set()
+        self._generation_stats = resolve_fetcher(fetch_generation_stats, generation_stats_fetcher)
+        if self._generation_stats is not None:
+            watch_langfuse_client(getattr(self, "_langfuse_client", None))
+
+    def flush(self) -> None:
+        """Wait (bounded) for pending `/generation` lookups, then export everything recorded so far."""
+        if self._generation_stats is not None:
+            self._generation_stats.flush()
+        client = getattr(self, "_langfuse_client", None)
+        if client is not None:
+            client.flush()
 
     # ------------------------------------------------------------------ LangChain events
 
@@ -79,7 +108,7 @@ class CallbackHandler(LangfuseCallbackHandler):
         try:
             enrichment = self._enrichment(response, call)
             if enrichment is not None:
-                self._record(run_id, enrichment)
+                self._record(run_id, enrichment, call.requested_model if call else None)
         except Exception:
             log_exception_once(
                 self._logged,
@@ -126,27 +155,54 @@ class CallbackHandler(LangfuseCallbackHandler):
             return None  # not OpenRouter, or nothing to price: Langfuse's own record stands
         return enrich(usage, self.price_catalog, requested_model=requested)
 
-    def _record(self, run_id: UUID, enrichment: Enrichment) -> None:
+    def _record(self, run_id: UUID, enrichment: Enrichment, requested_model: str | None) -> None:
         """Make our fields the ones Langfuse's `on_llm_end` ends the generation with.
 
         Langfuse ends the generation with one `update(usage_details=...)` that replaces the whole
-        attribute, so ours are given to that very call.
+        attribute, so ours are given to that very call. When the call's `/generation` record is to be
+        fetched, the `end()` that follows is held back: the generation ends once the record is in.
         """
         generation = self._runs.get(run_id)
         if generation is None:
             return
         generation.update(metadata=enrichment.metadata)
-        if self.savings_score:
+        stats = self._generation_stats if enrichment.usage.generation_id else None
+        if self.savings_score and stats is None:
             record_savings_score(
                 self._langfuse_client, enrichment, trace_id=generation.trace_id, observation_id=generation.id
             )
         langfuse_update = generation.update
+        langfuse_end = generation.end
 
         def update(**fields: Any) -> Any:
             fields["usage_details"] = enrichment.usage_details
             if enrichment.cost_details:
                 fields["cost_details"] = enrichment.cost_details
             generation.__dict__.pop("update", None)  # one final update; the object is back to normal
+            if stats is not None:
+                generation.end = end  # type: ignore[method-assign]
             return langfuse_update(**fields)
+
+        def end(*, end_time: int | None = None) -> Any:
+            ended_at = end_time if end_time is not None else time.time_ns()  # the call's true end
+            generation.__dict__.pop("end", None)
+            try:
+                end_after_lookup(
+                    stats,
+                    generation,
+                    enrichment,
+                    catalog=self.price_catalog,
+                    requested_model=requested_model,
+                    ended_at=ended_at,
+                    langfuse=self._langfuse_client,
+                    savings_score=self.savings_score,
+                    logged=self._logged,
+                )
+            except Exception:
+                log_exception_once(self._logged, "end", "could not hold a Langfuse generation open")
+                span = getattr(generation, "_otel_span", None)
+                if span is None or span.is_recording():  # still open: end it with Langfuse's own data
+                    langfuse_end(end_time=ended_at)
+            return generation
 
         generation.update = update  # type: ignore[method-assign]

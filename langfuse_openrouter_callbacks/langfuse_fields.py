@@ -93,6 +93,40 @@ def openrouter_metadata(usage: OpenRouterUsage, breakdown: CostBreakdown) -> dic
     }
 
 
+#: The fields of OpenRouter's `/generation` record that `metadata["openrouter"]` carries, under their names.
+GENERATION_RECORD_FIELDS = (
+    "total_cost",
+    "cache_discount",
+    "native_tokens_prompt",
+    "native_tokens_completion",
+    "native_tokens_cached",
+    "native_tokens_reasoning",
+    "provider_name",
+    "provider_responses",
+    "is_byok",
+    "generation_time",
+    "latency",
+)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def generation_record_metadata(record: Mapping[str, Any]) -> dict[str, Any]:
+    """`metadata["openrouter"]` additions from a `/generation` record (its `data`): its own fields.
+
+    Absent fields are left out; `Decimal` amounts become floats here, at the Langfuse edge.
+    """
+    return {key: _json_safe(record[key]) for key in GENERATION_RECORD_FIELDS if key in record}
+
+
 def to_langfuse(
     usage: OpenRouterUsage, breakdown: CostBreakdown
 ) -> tuple[dict[str, int], dict[str, float], dict[str, Any]]:

@@ -13,6 +13,7 @@ LLM call and an embedding observation per embedding call, nested by the events' 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -31,10 +32,18 @@ from llama_index.core.instrumentation.events.llm import (
 )
 from llama_index.core.instrumentation.span import active_span_id
 
-from ._enrich import enrich, has_openrouter_markers, is_openrouter_url, record_savings_score
+from ._enrich import (
+    Enrichment,
+    end_after_lookup,
+    enrich,
+    has_openrouter_markers,
+    is_openrouter_url,
+    record_savings_score,
+)
 from ._log import log_exception_once
 from .catalog import PriceCatalog
 from .cost import compute_cost
+from .generation_stats import GenerationStatsFetcher, resolve_fetcher, watch_langfuse_client
 from .langfuse_fields import to_langfuse
 from .usage import OpenRouterUsage
 
@@ -137,7 +146,10 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
     `Settings.callback_manager`. Arguments: the Langfuse client's (`public_key`, `secret_key`,
     `base_url`, ...; default: the client `langfuse.get_client()` resolves), trace attributes
     (`user_id`, `session_id`, `tags`, `trace_name`, `metadata`, `version`), `price_catalog`, and
-    `savings_score` (record each call's cache savings as the numeric score `openrouter_cache_savings_usd`).
+    `savings_score` (record each call's cache savings as the numeric score `openrouter_cache_savings_usd`),
+    `fetch_generation_stats` (reconcile each call with OpenRouter's `/generation` record, fetched in the
+    background; default: the `LANGFUSE_OPENROUTER_FETCH_GENERATION_STATS` environment variable; needs
+    `OPENROUTER_API_KEY`) and `generation_stats_fetcher` (a `GenerationStatsFetcher` of your own).
     """
 
     def __init__(
@@ -145,6 +157,8 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
         *,
         price_catalog: PriceCatalog | None = None,
         savings_score: bool = False,
+        fetch_generation_stats: bool | None = None,
+        generation_stats_fetcher: GenerationStatsFetcher | None = None,
         user_id: str | None = None,
         session_id: str | None = None,
         tags: list[str] | None = None,
@@ -177,10 +191,18 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
         self._open: dict[str, _Open] = {}
         self._lock = threading.Lock()
         self._logged: set[str] = set()
+        self._generation_stats = resolve_fetcher(fetch_generation_stats, generation_stats_fetcher)
+        if self._generation_stats is not None:
+            watch_langfuse_client(self.langfuse)
         _listen_to_stream_events()
 
     def flush(self) -> None:
-        """Export everything recorded so far (short scripts and notebooks)."""
+        """Export everything recorded so far (short scripts and notebooks).
+
+        Pending `/generation` lookups are waited for first (bounded).
+        """
+        if self._generation_stats is not None:
+            self._generation_stats.flush()
         self.langfuse.flush()
 
     # ------------------------------------------------------------------ LlamaIndex callbacks
@@ -284,27 +306,60 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
             observation.update(output=_event_output(record.event_type, payload)).end()
 
     def _end_generation(self, record: _Open, payload: Mapping[str, Any]) -> None:
+        ended_at = time.time_ns()  # the call's true end, also when the end is held back for a lookup
         response = payload.get(EventPayload.RESPONSE) or payload.get(EventPayload.COMPLETION)
         fields: dict[str, Any] = {"output": _llm_output(response)}
         if record.first_chunk_at is not None:
             fields["completion_start_time"] = record.first_chunk_at
+        enrichment: Enrichment | None = None
         try:
-            fields.update(self._usage_fields(record, response))
+            usage_fields, enrichment = self._usage_fields(record, response)
+            fields.update(usage_fields)
         except Exception:
             log_exception_once(
                 self._logged,
                 "usage",
                 "could not record OpenRouter cost on a Langfuse generation; it keeps its other data",
             )
-        record.observation.update(**fields).end()
+        observation = record.observation.update(**fields)
+        if enrichment is None:
+            observation.end(end_time=ended_at)
+            return
+        stats = self._generation_stats if enrichment.usage.generation_id else None
+        if stats is None:
+            if self.savings_score:
+                self._savings_score(record, enrichment)
+            observation.end(end_time=ended_at)
+            return
+        end_after_lookup(
+            stats,
+            observation,
+            enrichment,
+            catalog=self.price_catalog,
+            requested_model=record.requested_model,
+            ended_at=ended_at,
+            langfuse=self.langfuse,
+            savings_score=self.savings_score,
+            logged=self._logged,
+        )
 
-    def _usage_fields(self, record: _Open, response: Any) -> dict[str, Any]:
+    def _savings_score(self, record: _Open, enrichment: Enrichment) -> None:
+        try:
+            observation = record.observation
+            record_savings_score(
+                self.langfuse, enrichment, trace_id=observation.trace_id, observation_id=observation.id
+            )
+        except Exception:
+            log_exception_once(self._logged, "savings-score", "could not record the cache savings score")
+
+    def _usage_fields(self, record: _Open, response: Any) -> tuple[dict[str, Any], Enrichment | None]:
+        """The generation's usage fields, and the OpenRouter enrichment they came from (if any)."""
         raw = getattr(response, "raw", None)
         usage = OpenRouterUsage.from_openrouter(raw)
         if usage.is_empty and record.usage_chunk is not None:  # usage came on an earlier stream chunk
             usage = OpenRouterUsage.from_openrouter(record.usage_chunk)
         if usage.is_empty:
-            return {}
+            return {}, None
         fields: dict[str, Any] = {}
         if usage.model:
             fields["model"] = usage.model
@@ -314,14 +369,10 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
             if enrichment.cost_details:
                 fields["cost_details"] = enrichment.cost_details
             fields["metadata"] = enrichment.metadata
-            if self.savings_score:
-                observation = record.observation
-                record_savings_score(
-                    self.langfuse, enrichment, trace_id=observation.trace_id, observation_id=observation.id
-                )
-        else:  # another provider: its token counts, priced by Langfuse as usual
-            fields["usage_details"] = to_langfuse(usage, compute_cost(usage, None))[0]
-        return fields
+            return fields, enrichment
+        # another provider: its token counts, priced by Langfuse as usual
+        fields["usage_details"] = to_langfuse(usage, compute_cost(usage, None))[0]
+        return fields, None
 
 
 # ---------------------------------------------------------------------------- payload readers

@@ -627,7 +627,8 @@ class Fault:
 
     ``status`` sends an OpenRouter error body with that status; ``invalid_json`` sends a
     complete but unparseable ``application/json`` body; ``truncate`` declares the full
-    Content-Length, sends half the body and closes the connection; ``delay`` sleeps first.
+    Content-Length, sends half the body and closes the connection; ``delay`` sleeps first;
+    ``headers`` are added to the response (e.g. ``{"Retry-After": "1"}`` with ``status=429``).
     """
 
     status: int | None = None
@@ -635,6 +636,7 @@ class Fault:
     invalid_json: bool = False
     truncate: bool = False
     times: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -887,13 +889,17 @@ class FakeOpenRouter(BackgroundHTTPServer[_OpenRouterHandler]):
                 payload = {"error": {"code": status, "message": "Injected fault"}}
         body = json.dumps(payload).encode()
         if fault.invalid_json:
-            handler.send_bytes(status, b'{"data": {"id": "broken", ', "application/json")
+            handler.send_bytes(status, b'{"data": {"id": "broken", ', "application/json", fault.headers)
         elif fault.truncate:
             handler.send_bytes(
-                status, body[: max(1, len(body) // 2)], "application/json", declared_length=len(body)
+                status,
+                body[: max(1, len(body) // 2)],
+                "application/json",
+                fault.headers,
+                declared_length=len(body),
             )
         else:
-            handler.send_bytes(status, body, "application/json")
+            handler.send_bytes(status, body, "application/json", fault.headers)
 
     def _handle_completion(
         self, handler: _OpenRouterHandler, request: RecordedRequest, *, chat: bool
