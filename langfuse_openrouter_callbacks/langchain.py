@@ -109,13 +109,18 @@ class CallbackHandler(LangfuseCallbackHandler):
             enrichment = self._enrichment(response, call)
             if enrichment is not None:
                 self._record(run_id, enrichment, call.requested_model if call else None)
+            else:
+                self._keep_usage_sane(run_id)
         except Exception:
             log_exception_once(
                 self._logged,
                 "on_llm_end",
                 "could not record OpenRouter cost on a Langfuse generation; it keeps Langfuse's own data",
             )
-        return super().on_llm_end(response, run_id=run_id, **kwargs)
+        result = super().on_llm_end(response, run_id=run_id, **kwargs)
+        if run_id in self._runs:  # Langfuse's own on_llm_end failed before ending the generation
+            self._end_left_open(run_id, response)
+        return result
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
         with self._calls_lock:
@@ -123,6 +128,38 @@ class CallbackHandler(LangfuseCallbackHandler):
         return super().on_llm_error(error, run_id=run_id, **kwargs)
 
     # ------------------------------------------------------------------ internals
+
+    def _keep_usage_sane(self, run_id: UUID) -> None:
+        """Langfuse keeps any int-valued usage key, bools and negatives included: drop those."""
+        generation = self._runs.get(run_id)
+        if generation is None:
+            return
+        langfuse_update = generation.update
+
+        def update(**fields: Any) -> Any:
+            generation.__dict__.pop("update", None)
+            usage = fields.get("usage_details")
+            if isinstance(usage, Mapping):
+                kept = {k: v for k, v in usage.items() if type(v) is int and v >= 0}
+                if len(kept) != len(usage):
+                    fields["usage_details"] = kept or None
+            return langfuse_update(**fields)
+
+        generation.update = update  # type: ignore[method-assign]
+
+    def _end_left_open(self, run_id: UUID, response: LLMResult) -> None:
+        """End, with what is known, a generation Langfuse's handler failed to end (bad usage crashes it)."""
+        try:
+            generation = self._detach_observation(run_id)
+            if generation is not None:
+                last = (
+                    response.generations[-1][-1]
+                    if response.generations and response.generations[-1]
+                    else None
+                )
+                generation.update(output=getattr(last, "text", None)).end()
+        except Exception:
+            log_exception_once(self._logged, "end-left-open", "could not end a Langfuse generation")
 
     def _remember(self, run_id: UUID, serialized: Any, kwargs: Mapping[str, Any]) -> None:
         try:

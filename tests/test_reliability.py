@@ -1,0 +1,290 @@
+"""Reliability: bad input into the handlers, Langfuse down, secrets kept out, concurrent mixed frameworks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import llama_index.core
+import pytest
+from hypothesis import HealthCheck, given, settings
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_openai import ChatOpenAI
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse
+from llama_index.core.callbacks.schema import CBEventType, EventPayload
+from llama_index.llms.openrouter import OpenRouter
+
+from langfuse_openrouter_callbacks import PriceCatalog
+from langfuse_openrouter_callbacks.langchain import CallbackHandler
+from langfuse_openrouter_callbacks.llama_index import LlamaIndexCallbackHandler
+from tests.scenario import DATED, REQUESTED, SONNET
+from tests.strategies import usage_like, usage_like_dicts
+from tests.support.openrouter_server import ResponseSpec, Usage, marker, marker_responder, model_entry
+from tests.support.otlp_receiver import ExportedSpan
+
+LOGGER = "langfuse_openrouter_callbacks"
+
+few = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def assert_sane(generation: ExportedSpan) -> None:
+    """What a generation may never carry, whatever came in."""
+    usage = generation.usage_details or {}
+    for key, value in usage.items():
+        assert type(value) is int and value >= 0, (key, value)
+    costs = generation.cost_details or {}
+    for key, value in costs.items():
+        assert isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        assert value >= 0, (key, value)
+    if costs and len(costs) > 1:
+        parts = sum(v for k, v in costs.items() if k != "total")
+        assert parts == pytest.approx(costs["total"], rel=1e-9, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------- bad input, end events
+
+
+@few
+@given(response_metadata=usage_like_dicts, llm_output=usage_like_dicts)
+def test_langchain_end_event_with_junk_never_raises_and_exports_sane_numbers(
+    langfuse_session, response_metadata: dict, llm_output: dict
+) -> None:
+    client, receiver = langfuse_session.ensure(), langfuse_session.receiver
+    client.flush()
+    receiver.reset()
+    handler = CallbackHandler(price_catalog=PriceCatalog({REQUESTED: SONNET}, offline=True))
+    run_id = uuid.uuid4()
+    handler.on_chat_model_start(
+        {
+            "id": ["langchain", "chat_models", "openai", "ChatOpenAI"],
+            "kwargs": {"openai_api_base": "https://openrouter.ai/api/v1"},
+        },
+        [[]],
+        run_id=run_id,
+        invocation_params={"model": REQUESTED},
+    )
+    message = AIMessage(content="ok", response_metadata=response_metadata)
+    result = LLMResult(generations=[[ChatGeneration(message=message)]], llm_output=llm_output)
+    logging.disable(logging.CRITICAL)
+    try:
+        handler.on_llm_end(result, run_id=run_id)
+    finally:
+        logging.disable(logging.NOTSET)
+    client.flush()
+    (generation,) = receiver.generations()
+    assert_sane(generation)
+    assert handler._calls == {}
+
+
+@few
+@given(raw=usage_like)
+def test_llama_index_end_event_with_junk_never_raises_and_exports_sane_numbers(
+    langfuse_session, raw: Any
+) -> None:
+    client, receiver = langfuse_session.ensure(), langfuse_session.receiver
+    client.flush()
+    receiver.reset()
+    handler = LlamaIndexCallbackHandler(price_catalog=PriceCatalog({REQUESTED: SONNET}, offline=True))
+    event_id = str(uuid.uuid4())
+    handler.on_event_start(
+        CBEventType.LLM,
+        {
+            EventPayload.SERIALIZED: {"class_name": "OpenRouter_LLM", "model_name": REQUESTED},
+            EventPayload.MESSAGES: [ChatMessage(role="user", content="hi")],
+        },
+        event_id=event_id,
+        parent_id="root",
+    )
+    response = ChatResponse(message=ChatMessage(role="assistant", content="ok"), raw=raw)
+    logging.disable(logging.CRITICAL)
+    try:
+        handler.on_event_end(CBEventType.LLM, {EventPayload.RESPONSE: response}, event_id=event_id)
+    finally:
+        logging.disable(logging.NOTSET)
+    client.flush()
+    (generation,) = receiver.generations()
+    assert_sane(generation)
+    assert handler._open == {}
+
+
+def test_malformed_usage_gets_a_clear_warning_and_the_generation_is_still_exported(
+    fake_openrouter, langfuse_client, otlp_receiver, caplog
+) -> None:
+    fake_openrouter.set_default(
+        ResponseSpec(
+            model=DATED,
+            provider="Anthropic",
+            usage=Usage(
+                prompt_tokens=100, completion_tokens=10, cost=0.0005, extra={"cost": "NaN", "is_byok": 3}
+            ),
+        )
+    )
+    llm = ChatOpenAI(base_url=fake_openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0)
+    handler = CallbackHandler(price_catalog=PriceCatalog({REQUESTED: SONNET}, offline=True))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert llm.invoke("hi", config={"callbacks": [handler]}).content
+    langfuse_client.flush()
+    (generation,) = otlp_receiver.generations()
+    assert_sane(generation)
+    warnings = " ".join(r.getMessage() for r in caplog.records)
+    assert "cost='NaN'" in warnings and "is_byok=3" in warnings
+    # no trustworthy reported cost: computed from prices, and said so
+    assert generation.metadata["openrouter"]["cost_source"] == "computed"
+    assert generation.cost_details["total"] == pytest.approx(100 * 0.000003 + 10 * 0.000015)
+
+
+# ---------------------------------------------------------------------------- Langfuse down
+
+
+def test_langfuse_answering_500_never_breaks_the_chain(
+    fake_openrouter, langfuse_client, otlp_receiver
+) -> None:
+    otlp_receiver.fail_with(500)
+    llm = ChatOpenAI(base_url=fake_openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0)
+    handler = CallbackHandler(price_catalog=PriceCatalog(offline=True))
+    for _ in range(3):
+        assert llm.invoke("hi", config={"callbacks": [handler]}).content == "Hello from the fake OpenRouter."
+    langfuse_client.flush()
+    assert otlp_receiver.rejected_exports >= 1
+
+
+def test_langfuse_unreachable_never_breaks_the_chain_or_the_query(fake_openrouter, langfuse_session) -> None:
+    from langfuse import Langfuse
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from tests.support.langfuse_session import _unregister
+
+    provider = TracerProvider()
+    client = Langfuse(
+        public_key="pk-lf-unreachable",
+        secret_key="sk-lf-unreachable",
+        base_url="http://127.0.0.1:9",
+        tracer_provider=provider,
+        timeout=1,
+    )
+    try:
+        catalog = PriceCatalog(offline=True)
+        handler = CallbackHandler(public_key="pk-lf-unreachable", price_catalog=catalog)
+        llm = ChatOpenAI(
+            base_url=fake_openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0
+        )
+        assert llm.invoke("hi", config={"callbacks": [handler]}).content
+        li_llm = OpenRouter(
+            api_base=fake_openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0
+        )
+        li_llm.callback_manager.add_handler(
+            LlamaIndexCallbackHandler(public_key="pk-lf-unreachable", price_catalog=catalog)
+        )
+        assert li_llm.chat([ChatMessage(role="user", content="hi")]).message.content
+        client.flush()  # the export fails inside Langfuse's exporter, quietly for the user
+    finally:
+        _unregister("pk-lf-unreachable")
+        provider.shutdown()
+
+
+# ---------------------------------------------------------------------------- secrets
+
+
+SECRET_OPENROUTER_KEY = "sk-or-v1-" + "5ecre7" * 8
+
+
+def test_secrets_never_reach_spans_logs_or_cache_files(
+    fake_openrouter, langfuse_client, otlp_receiver, caplog, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("OPENROUTER_API_KEY", SECRET_OPENROUTER_KEY)
+    fake_openrouter.set_models([model_entry(REQUESTED, SONNET, canonical_slug=DATED)])
+    catalog = PriceCatalog(api_base=fake_openrouter.base_url, cache_dir=tmp_path)
+    catalog.refresh()
+    fake_openrouter.queue(ResponseSpec(status=401, error_body={"error": {"code": 401, "message": "bad key"}}))
+    with caplog.at_level(logging.DEBUG):
+        llm = ChatOpenAI(
+            base_url=fake_openrouter.base_url, api_key=SECRET_OPENROUTER_KEY, model=REQUESTED, max_retries=0
+        )
+        handler = CallbackHandler(price_catalog=catalog, savings_score=True)
+        with pytest.raises(Exception):  # noqa: B017 - the 401, as the user's code sees it
+            llm.invoke("hi", config={"callbacks": [handler]})
+        llm.invoke("hi", config={"callbacks": [handler]})
+        li_llm = OpenRouter(api_base=fake_openrouter.base_url, api_key=SECRET_OPENROUTER_KEY, model=REQUESTED)
+        li_llm.callback_manager.add_handler(LlamaIndexCallbackHandler(price_catalog=catalog))
+        li_llm.chat([ChatMessage(role="user", content="hi")])
+        langfuse_client.flush()
+    assert otlp_receiver.generations()
+    langfuse_secret = langfuse_client._resources.secret_key
+    for secret in (SECRET_OPENROUTER_KEY, langfuse_secret):
+        for span in otlp_receiver.spans:
+            assert secret not in repr(span.attributes)
+        for record in caplog.records:
+            assert secret not in record.getMessage() and secret not in (record.exc_text or "")
+        for path in tmp_path.rglob("*"):
+            if path.is_file():
+                assert secret not in path.read_text(errors="replace")
+        for request in otlp_receiver.requests:  # auth goes in the header Langfuse sets, never in bodies
+            assert secret.encode() not in request.body
+
+
+# ---------------------------------------------------------------------------- concurrency
+
+
+def test_threads_and_tasks_mixing_langchain_and_llama_index_never_cross_talk(
+    fake_openrouter, langfuse_client, otlp_receiver
+) -> None:
+    fake_openrouter.set_responder(marker_responder(ResponseSpec(model=DATED, provider="Anthropic")))
+    catalog = PriceCatalog({REQUESTED: SONNET}, offline=True)
+    lc_handler = CallbackHandler(price_catalog=catalog)
+    li_handler = LlamaIndexCallbackHandler(price_catalog=catalog)
+    lc_llm = ChatOpenAI(
+        base_url=fake_openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0
+    )
+    li_llm = OpenRouter(
+        api_base=fake_openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0
+    )
+    li_llm.callback_manager.add_handler(li_handler)
+
+    def prompt(i: int) -> str:
+        return f"call {i} " + marker(
+            prompt_tokens=2_000 + i, cached_tokens=i, completion_tokens=1, cost=(2_000 + i) / 1e6
+        )
+
+    def in_thread(i: int) -> None:
+        if i % 2:
+            lc_llm.invoke(prompt(i), config={"callbacks": [lc_handler]})
+        else:
+            li_llm.chat([ChatMessage(role="user", content=prompt(i))])
+
+    async def in_tasks() -> None:
+        async def one(i: int) -> None:
+            if i % 2:
+                await lc_llm.ainvoke(prompt(i), config={"callbacks": [lc_handler]})
+            else:
+                await li_llm.achat([ChatMessage(role="user", content=prompt(i))])
+
+        await asyncio.gather(*(one(i) for i in range(40, 80)))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(in_thread, i) for i in range(40)]
+        loop_thread = threading.Thread(target=lambda: asyncio.run(in_tasks()))
+        loop_thread.start()
+        for future in futures:
+            future.result()
+        loop_thread.join(timeout=60)
+    langfuse_client.flush()
+    generations = otlp_receiver.generations()
+    assert len(generations) == 80
+    seen = set()
+    for generation in generations:
+        i = generation.usage_details.get("input_cache_read", 0)
+        assert generation.usage_details["total"] == 2_000 + i + 1
+        assert generation.cost_details["total"] == pytest.approx((2_000 + i) / 1e6)
+        assert generation.attributes["langfuse.observation.input"].count("call ") == 1
+        assert f"call {i} " in generation.attributes["langfuse.observation.input"]
+        seen.add(i)
+    assert seen == set(range(80))
+    assert lc_handler._calls == {} and li_handler._open == {}
+    assert llama_index.core.global_handler is None
