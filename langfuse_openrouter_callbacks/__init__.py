@@ -6,6 +6,7 @@ The core (this package's root) imports neither LangChain nor LlamaIndex; the fra
 
 from .catalog import PriceCatalog
 from .cost import CostBreakdown, compute_cost
+from .generation_stats import GenerationStatsFetcher
 from .langfuse_fields import to_langfuse
 from .pricing import ModelPricing, PriceOverride, PricingError
 from .usage import OpenRouterUsage
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CostBreakdown",
+    "GenerationStatsFetcher",
     "ModelPricing",
     "OpenRouterUsage",
     "PriceCatalog",
