@@ -26,6 +26,7 @@ from openinference.instrumentation.llama_index import LlamaIndexInstrumentor
 from langfuse_openrouter_callbacks import PriceCatalog
 from langfuse_openrouter_callbacks._openinference import Instrumentation, instrument, uninstrument
 from langfuse_openrouter_callbacks.langfuse_fields import otel_attributes
+from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, SONNET
 from tests.support.openrouter_server import (
     FakeOpenRouter,
     ResponseSpec,
@@ -36,30 +37,6 @@ from tests.support.openrouter_server import (
 )
 from tests.support.otlp_receiver import ExportedSpan, OTLPReceiver
 
-REQUESTED = "anthropic/claude-sonnet-4.5"
-DATED = "anthropic/claude-4.5-sonnet-20250929"
-SONNET = {
-    "prompt": "0.000003",
-    "completion": "0.000015",
-    "input_cache_read": "0.0000003",
-    "input_cache_write": "0.00000375",
-}
-CACHED_CALL = Usage(
-    prompt_tokens=10_000,
-    completion_tokens=500,
-    cached_tokens=6_000,
-    cache_write_tokens=3_000,
-    reasoning_tokens=200,
-    cost=0.0241,
-)
-EXPECTED_USAGE = {
-    "input": 1_000,
-    "input_cache_read": 6_000,
-    "input_cache_creation": 3_000,
-    "output": 300,
-    "output_reasoning": 200,
-    "total": 10_500,
-}
 # 1000 x 3e-6 + 6000 x 3e-7 + 3000 x 3.75e-6 + 300 x 15e-6 + 200 x 15e-6, by hand
 COMPUTED_TOTAL = 0.003 + 0.0018 + 0.01125 + 0.0045 + 0.003
 MESSAGES = [ChatMessage(role="user", content="hello")]
