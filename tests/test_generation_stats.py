@@ -6,6 +6,7 @@ The lookups run in the background with small timeouts and backoffs injected thro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -29,6 +30,8 @@ from langfuse_openrouter_callbacks import PriceCatalog, generation_stats
 from langfuse_openrouter_callbacks.generation_stats import ENV_FLAG, GenerationStatsFetcher
 from langfuse_openrouter_callbacks.langchain import CallbackHandler
 from langfuse_openrouter_callbacks.llama_index import LlamaIndexCallbackHandler
+from tests.scenario import CACHED_CALL as SCENARIO_CALL
+from tests.scenario import DATED, EXPECTED_USAGE, REQUESTED, SONNET
 from tests.support.openrouter_server import (
     FakeOpenRouter,
     Fault,
@@ -44,33 +47,10 @@ from tests.support.openrouter_server import (
 from tests.support.otlp_receiver import ExportedSpan, OTLPReceiver
 
 SECRET = "sk-or-v1-SECRET-5f0c2a9be47d41c6a8d3e1f2b7c9d0aa"
-REQUESTED = "anthropic/claude-sonnet-4.5"
-DATED = "anthropic/claude-4.5-sonnet-20250929"
-SONNET = {
-    "prompt": "0.000003",
-    "completion": "0.000015",
-    "input_cache_read": "0.0000003",
-    "input_cache_write": "0.00000375",
-}
 MODEL_LEVEL = {"prompt": "0.000004", "completion": "0.00002"}  # the list price: not what Anthropic bills
 # 1000 x 3e-6 + 6000 x 3e-7 + 3000 x 3.75e-6 + 300 x 15e-6 + 200 x 15e-6: the call at Anthropic's prices
 AT_ENDPOINT_PRICES = 0.02355
-CACHED_CALL = Usage(
-    prompt_tokens=10_000,
-    completion_tokens=500,
-    cached_tokens=6_000,
-    cache_write_tokens=3_000,
-    reasoning_tokens=200,
-    cost=AT_ENDPOINT_PRICES,
-)
-EXPECTED_USAGE = {
-    "input": 1_000,
-    "input_cache_read": 6_000,
-    "input_cache_creation": 3_000,
-    "output": 300,
-    "output_reasoning": 200,
-    "total": 10_500,
-}
+CACHED_CALL = dataclasses.replace(SCENARIO_CALL, cost=AT_ENDPOINT_PRICES)
 RECORD_FIELDS = (
     "total_cost",
     "cache_discount",
