@@ -195,8 +195,8 @@ def test_langfuse_unreachable_never_breaks_the_chain_or_the_query(fake_openroute
 SECRET_OPENROUTER_KEY = "sk-or-v1-" + "5ecre7" * 8
 
 
-def test_secrets_never_reach_spans_logs_or_cache_files(
-    fake_openrouter, langfuse_client, otlp_receiver, caplog, tmp_path: Path, monkeypatch
+def test_secrets_never_reach_spans_logs_warnings_or_cache_files(
+    fake_openrouter, langfuse_client, otlp_receiver, caplog, recwarn, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setenv("OPENROUTER_API_KEY", SECRET_OPENROUTER_KEY)
     fake_openrouter.set_models([model_entry(REQUESTED, SONNET, canonical_slug=DATED)])
@@ -222,6 +222,8 @@ def test_secrets_never_reach_spans_logs_or_cache_files(
             assert secret not in repr(span.attributes)
         for record in caplog.records:
             assert secret not in record.getMessage() and secret not in (record.exc_text or "")
+        for warning in recwarn.list:
+            assert secret not in str(warning.message)
         for path in tmp_path.rglob("*"):
             if path.is_file():
                 assert secret not in path.read_text(errors="replace")
