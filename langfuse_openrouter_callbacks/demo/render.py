@@ -25,7 +25,7 @@ def generations_table(result: DemoResult) -> Table:
     totals = result.totals()
     columns: list[tuple[str, str, dict[str, Any]]] = [
         ("Framework", "Total", {}),
-        ("Model", "", {}),
+        ("Model", "", {"overflow": "fold"}),
         ("Provider", "", {}),
         ("Input", f"{totals['input']:,}", {"justify": "right"}),
         ("Cache read", f"{totals['cache_read']:,}", {"justify": "right"}),
