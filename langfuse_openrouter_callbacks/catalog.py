@@ -94,6 +94,7 @@ class PriceCatalog:
         self._endpoints: dict[str, dict[str, ModelPricing]] = {}  # model id -> provider key -> pricing
         self._endpoints_read_from_disk: set[str] = set()
         self._fallback: dict[str, ModelPricing | None] = {}
+        self._genai_aliases: dict[str, str | None] = {}
         self._failed_at: dict[str, float] = {}
         self._warned: set[str] = set()
 
@@ -187,18 +188,29 @@ class PriceCatalog:
     # ------------------------------------------------------------------ lookup levels
 
     def _override_for(self, model: str) -> ModelPricing | None:
-        if not self._overrides:
+        overrides = self._overrides
+        if not overrides:
             return None
-        for key in (model, _without_suffix(model), self._aliases.get(model), self._genai_alias(model)):
-            if key is not None and key in self._overrides:
-                return self._overrides[key]
-        return None
+        for key in (model, _without_suffix(model), self._aliases.get(model)):
+            if key is not None and key in overrides:
+                return overrides[key]
+        alias = self._genai_alias(model)  # the offline alias last: the only lookup that is not a dict hit
+        return overrides.get(alias) if alias is not None else None
 
     def _genai_alias(self, model: str) -> str | None:
+        """genai-prices' id for `model` (which knows dated ids offline), remembered per model."""
         try:
-            return _genai_prices.canonical_id(model)
+            return self._genai_aliases[model]
+        except KeyError:
+            pass
+        try:
+            alias = _genai_prices.canonical_id(model)
         except Exception:
-            return None
+            alias = None
+        if len(self._genai_aliases) >= _MAX_REMEMBERED_MISSES:
+            self._genai_aliases.clear()  # bounded, like the fallback prices
+        self._genai_aliases[model] = alias
+        return alias
 
     def _resolve(self, model: str) -> str | None:
         models = self._models
