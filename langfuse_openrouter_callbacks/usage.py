@@ -20,6 +20,7 @@ __all__ = ["OpenRouterUsage"]
 # Larger values are not counts or charges a real call can have: they are corrupt input.
 _MAX_TOKENS = 10**12
 _MAX_USD = Decimal(1_000_000)
+_MAX_USD_FLOAT = 1_000_000.0
 
 _NOT_A_NUMBER = "not a non-negative number, dropped"
 _NOT_A_FLAG = "not true or false, dropped"
@@ -32,8 +33,16 @@ def _get(obj: Any, key: str) -> Any:
     """`obj[key]` for a mapping; the attribute, or the pydantic extra field, for an SDK object."""
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
+    if type(obj) is dict or isinstance(obj, Mapping):  # a plain dict skips the ABC check (hot path)
         return obj.get(key)
+    fields = getattr(obj, "__dict__", None)  # a pydantic model's fields and extras, read without raising
+    if type(fields) is dict and key in fields:
+        return fields[key]
+    extra = getattr(obj, "__pydantic_extra__", None)
+    if type(extra) is dict and key in extra:
+        return extra[key]
+    if type(fields) is dict and _is_pydantic(type(obj)):
+        return None  # a pydantic model has nothing more to give: skip the raising getattr
     try:
         value = getattr(obj, key, None)
         if value is None:
@@ -45,12 +54,26 @@ def _get(obj: Any, key: str) -> Any:
     return value
 
 
+_pydantic_types: dict[type, bool] = {}
+
+
+def _is_pydantic(cls: type) -> bool:
+    known = _pydantic_types.get(cls)
+    if known is None:
+        known = _pydantic_types[cls] = hasattr(cls, "__pydantic_fields__")
+    return known
+
+
 def _is_object(obj: Any) -> bool:
+    if type(obj) is dict:
+        return True
     return isinstance(obj, Mapping) or hasattr(obj, "model_extra") or hasattr(obj, "__dict__")
 
 
 def _count(value: Any, name: str, problems: Problems) -> int | None:
     """A token or request count: a non-negative integral number, else None (and a problem noted)."""
+    if type(value) is int and 0 <= value <= _MAX_TOKENS:  # the usual case, decided at once
+        return value
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
@@ -84,6 +107,8 @@ def _money(value: Any, name: str, problems: Problems) -> Decimal | None:
     """A USD amount as an exact `Decimal` (floats through their shortest repr), else None."""
     if value is None:
         return None
+    if type(value) is float and 0 <= value <= _MAX_USD_FLOAT:  # the usual case: OpenRouter's JSON number
+        return Decimal(repr(value)) + 0
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
         problems.add(_NOT_A_NUMBER, f"{name}={value!r:.40}")
         return None
