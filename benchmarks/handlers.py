@@ -1,0 +1,609 @@
+"""Benchmark 1, handler overhead: what our enrichment adds to the end of one LLM call.
+
+LangChain: our `CallbackHandler.on_llm_end` against `langfuse.langchain.CallbackHandler.on_llm_end` on
+the same OpenRouter `LLMResult`. LlamaIndex: our `LlamaIndexCallbackHandler.on_event_end(CBEventType.LLM)`
+on a response whose raw `ChatCompletion` carries OpenRouter's usage, against the same handler on the
+same response without usage (plain recording). The events are captured from real `ChatOpenAI` and
+LlamaIndex `OpenRouter` calls to a local OpenRouter, then replayed: each timed end event gets its own
+untimed start event with a fresh run id. Spans are real (a real Langfuse client); they are exported to
+the embedded Langfuse receiver between blocks, outside the timed region (the export is timed apart).
+
+    python -m benchmarks.handlers [--quick] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import time
+import uuid
+from typing import Any
+
+from ._common import (
+    SUMMARY_ENV,
+    Row,
+    Stats,
+    emit,
+    environment,
+    interleaved,
+    prepare,
+    print_table,
+    ratios,
+    scratch,
+)
+from ._fixtures import (
+    BENCH_PUBLIC_KEY,
+    MODEL,
+    close_langfuse,
+    endpoint_entries,
+    langfuse_client,
+    marker,
+    synthetic_models,
+    write_price_cache,
+)
+
+NAME = "1. handler overhead"
+TARGET_RATIO = 1.15
+SYSTEM = "You answer questions about the shop's handbook. " * 40
+
+
+# ---------------------------------------------------------------------------- capture real events
+
+
+def capture_langchain(base_url: str) -> tuple[tuple[Any, ...], dict[str, Any], Any, dict[str, Any]]:
+    """One real `ChatOpenAI` call to the local OpenRouter: the start event's arguments and the LLMResult."""
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.messages import HumanMessage, SystemMessage
+    from langchain_openai import ChatOpenAI
+
+    seen: dict[str, Any] = {}
+
+    class Capture(BaseCallbackHandler):
+        def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+            seen["start"] = ((serialized, messages), kwargs)
+
+        def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+            seen["end"] = (response, kwargs)
+
+    llm = ChatOpenAI(base_url=base_url, api_key="sk-or-bench", model=MODEL, max_retries=0, temperature=0.2)
+    llm.invoke(
+        [SystemMessage(SYSTEM), HumanMessage(f"How long do refunds take? {marker(6)}")],
+        config={"callbacks": [Capture()], "metadata": {"app": "benchmarks"}},
+    )
+    start_args, start_kwargs = seen["start"]
+    response, end_kwargs = seen["end"]
+    for key in ("run_id", "parent_run_id"):
+        start_kwargs.pop(key, None)
+        end_kwargs.pop(key, None)
+    _check_langchain_result(response)
+    return start_args, start_kwargs, response, end_kwargs
+
+
+def _check_langchain_result(response: Any) -> None:
+    message = response.generations[0][0].message
+    usage = message.usage_metadata
+    assert usage["input_token_details"]["cache_read"] > 0, usage
+    assert usage["input_token_details"]["cache_creation"] > 0, usage
+    assert usage["output_token_details"]["reasoning"] > 0, usage
+    raw = response.llm_output["token_usage"]
+    assert {"cost", "cost_details", "is_byok", "prompt_tokens_details"} <= set(raw), raw
+    assert response.llm_output["id"].startswith("gen-") and response.llm_output["model_name"], (
+        response.llm_output
+    )
+    assert message.response_metadata["token_usage"]["cost"] == raw["cost"]
+
+
+def capture_llama_index(base_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One real LlamaIndex `OpenRouter.chat` to the local OpenRouter: the LLM event's start, end payloads."""
+    from llama_index.core.base.llms.types import ChatMessage
+    from llama_index.core.callbacks import CallbackManager
+    from llama_index.core.callbacks.base_handler import BaseCallbackHandler
+    from llama_index.core.callbacks.schema import CBEventType
+    from llama_index.llms.openrouter import OpenRouter
+
+    seen: dict[str, Any] = {}
+
+    class Capture(BaseCallbackHandler):
+        def __init__(self) -> None:
+            super().__init__(event_starts_to_ignore=[], event_ends_to_ignore=[])
+
+        def on_event_start(self, event_type: Any, payload: Any = None, event_id: str = "", **kw: Any) -> str:
+            if event_type == CBEventType.LLM:
+                seen["start"] = payload
+            return event_id
+
+        def on_event_end(self, event_type: Any, payload: Any = None, event_id: str = "", **kw: Any) -> None:
+            if event_type == CBEventType.LLM:
+                seen["end"] = payload
+
+        def start_trace(self, trace_id: str | None = None) -> None:
+            pass
+
+        def end_trace(self, trace_id: str | None = None, trace_map: Any = None) -> None:
+            pass
+
+    llm = OpenRouter(
+        model=MODEL,
+        api_base=base_url,
+        api_key="sk-or-bench",
+        max_retries=0,
+        callback_manager=CallbackManager([Capture()]),
+    )
+    llm.chat(
+        [
+            ChatMessage(role="system", content=SYSTEM),
+            ChatMessage(role="user", content=f"How long do refunds take? {marker(6)}"),
+        ]
+    )
+    return seen["start"], seen["end"]
+
+
+def without_usage(end_payload: dict[str, Any]) -> dict[str, Any]:
+    """The same end payload, its raw `ChatCompletion` without any usage: what plain recording gets."""
+    from llama_index.core.callbacks.schema import EventPayload
+
+    response = end_payload[EventPayload.RESPONSE]
+    raw = response.raw.model_copy(update={"usage": None})
+    return {
+        **end_payload,
+        EventPayload.RESPONSE: response.model_copy(update={"raw": raw, "additional_kwargs": {}}),
+    }
+
+
+# ---------------------------------------------------------------------------- timed blocks
+
+
+def langchain_block(
+    handler: Any,
+    start: tuple[tuple[Any, ...], dict[str, Any]],
+    response: Any,
+    end_kwargs: dict[str, Any],
+    n: int,
+    profiler: cProfile.Profile | None = None,
+    starts: list[float] | None = None,
+) -> float:
+    """`n` events: untimed `on_chat_model_start`, timed `on_llm_end`; µs per `on_llm_end`.
+
+    `starts`, when given, receives µs per `on_chat_model_start` (timed apart, for information).
+    """
+    (serialized, messages), start_kwargs = start
+    counter = time.perf_counter_ns
+    total = started = 0
+    for _ in range(n):
+        run_id = uuid.uuid4()
+        s0 = counter()
+        handler.on_chat_model_start(serialized, messages, run_id=run_id, parent_run_id=None, **start_kwargs)
+        started += counter() - s0
+        if profiler is not None:
+            profiler.enable()
+        t0 = counter()
+        handler.on_llm_end(response, run_id=run_id, parent_run_id=None, **end_kwargs)
+        total += counter() - t0
+        if profiler is not None:
+            profiler.disable()
+    if starts is not None:
+        starts.append(started / n / 1000)
+    return total / n / 1000
+
+
+def llama_index_block(
+    handler: Any,
+    start_payload: dict[str, Any],
+    end_payload: dict[str, Any],
+    n: int,
+    profiler: cProfile.Profile | None = None,
+) -> float:
+    """`n` LLM events: untimed `on_event_start`, timed `on_event_end`; µs per `on_event_end`."""
+    from llama_index.core.callbacks.schema import CBEventType
+
+    counter = time.perf_counter_ns
+    total = 0
+    for _ in range(n):
+        event_id = str(uuid.uuid4())
+        handler.on_event_start(CBEventType.LLM, payload=start_payload, event_id=event_id, parent_id="")
+        if profiler is not None:
+            profiler.enable()
+        t0 = counter()
+        handler.on_event_end(CBEventType.LLM, payload=end_payload, event_id=event_id)
+        total += counter() - t0
+        if profiler is not None:
+            profiler.disable()
+    return total / n / 1000
+
+
+class Exported:
+    """Times the (untimed) export after each block: `flush()` of the Langfuse client, per event."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.us_per_event: dict[str, list[float]] = {}
+
+    def wrap(self, name: str, block: Any, n: int) -> Any:
+        def run() -> float:
+            figure = block()
+            t0 = time.perf_counter_ns()
+            self.client.flush()
+            self.us_per_event.setdefault(name, []).append((time.perf_counter_ns() - t0) / n / 1000)
+            return figure
+
+        return run
+
+
+def profile(label: str, block: Any, top: int = 25) -> None:
+    """Print where the timed calls' time goes (the start events are not profiled)."""
+    profiler = cProfile.Profile()
+    block(profiler)
+    print(f"\n-- profile: {label}, end events only (cumulative time, top {top})")
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("cumulative").print_stats(top)
+
+
+def _variants(catalog: Any) -> dict[str, Any]:
+    """Diagnostic variants of our LangChain handler (not the package's code): what each part costs."""
+    from langfuse_openrouter_callbacks.langchain import CallbackHandler
+    from langfuse_openrouter_callbacks.langfuse_fields import otel_attributes
+
+    class ComputeOnly(CallbackHandler):
+        """Reads, prices and maps the usage, then records nothing of it: the compute share."""
+
+        def _record(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    class OneUpdate(CallbackHandler):
+        """Records the same fields, but its own `update(metadata=...)` is held back and merged into
+        Langfuse's final update: one update instead of two."""
+
+        def _record(self, run_id: Any, *args: Any, **kwargs: Any) -> None:
+            generation = self._runs.get(run_id)
+            if generation is None:
+                return
+            held: dict[str, Any] = {}
+            real_update = type(generation).update
+
+            def deferring(**fields: Any) -> Any:
+                if set(fields) == {"metadata"} and not held:
+                    held.update(fields)
+                    return generation
+                generation.__dict__.pop("update", None)
+                return real_update(generation, **{**held, **fields})
+
+            generation.update = deferring
+            super()._record(run_id, *args, **kwargs)
+
+    class DirectMetadata(CallbackHandler):
+        """Records the same fields, the metadata set on the OTel span directly (`otel_attributes`, JSON)
+        instead of through Langfuse's `update` (which also scans it for media and applies a mask)."""
+
+        def _record(self, run_id: Any, *args: Any, **kwargs: Any) -> None:
+            generation = self._runs.get(run_id)
+            if generation is None:
+                return
+            real_update = type(generation).update
+
+            def direct(**fields: Any) -> Any:
+                generation.__dict__.pop("update", None)
+                if set(fields) == {"metadata"}:
+                    generation._otel_span.set_attributes(otel_attributes(metadata=fields["metadata"]))
+                    return generation
+                return real_update(generation, **fields)
+
+            generation.update = direct
+            super()._record(run_id, *args, **kwargs)
+
+    return {
+        "compute only": ComputeOnly(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog),
+        "one update": OneUpdate(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog),
+        "direct metadata": DirectMetadata(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog),
+    }
+
+
+def diagnosis(
+    theirs: Any,
+    catalog: Any,
+    lc_start: Any,
+    lc_response: Any,
+    lc_end_kwargs: dict[str, Any],
+    li_end: Any,
+    rounds: int,
+    per_block: int,
+) -> list[Row]:
+    """Where the added time goes: each step of the enrichment on its own (µs per call), and diagnostic
+    variants of our handler timed in place, interleaved with Langfuse's handler."""
+    from llama_index.core.callbacks.schema import EventPayload
+
+    from langfuse_openrouter_callbacks import OpenRouterUsage
+    from langfuse_openrouter_callbacks._enrich import enrich
+    from langfuse_openrouter_callbacks.langchain import CallbackHandler
+
+    from ._common import per_call_us
+
+    message = lc_response.generations[-1][-1].message
+    metadata = {**lc_response.llm_output, **message.response_metadata}
+    usage = OpenRouterUsage.from_langchain(message.usage_metadata, metadata, model=MODEL)
+    raw = li_end[EventPayload.RESPONSE].raw
+    enrichment = enrich(usage, catalog, requested_model=MODEL)
+    (serialized, messages), start_kwargs = lc_start
+
+    def metadata_update() -> float:  # the extra `update(metadata=...)` on a live Langfuse generation
+        total, n = 0, 100
+        for _ in range(n):
+            run_id = uuid.uuid4()
+            theirs.on_chat_model_start(
+                serialized, messages, run_id=run_id, parent_run_id=None, **start_kwargs
+            )
+            generation = theirs._runs[run_id]
+            t0 = time.perf_counter_ns()
+            generation.update(metadata=enrichment.metadata)
+            total += time.perf_counter_ns() - t0
+            theirs.on_llm_end(lc_response, run_id=run_id, parent_run_id=None, **lc_end_kwargs)
+        return total / n / 1000
+
+    steps = interleaved(
+        {
+            "from_langchain": per_call_us(
+                lambda: OpenRouterUsage.from_langchain(message.usage_metadata, metadata, model=MODEL), 500
+            ),
+            "from_openrouter": per_call_us(lambda: OpenRouterUsage.from_openrouter(raw), 500),
+            "enrich": per_call_us(lambda: enrich(usage, catalog, requested_model=MODEL), 500),
+            "metadata_update": metadata_update,
+        },
+        rounds,
+    )
+    handlers = {
+        "ours": CallbackHandler(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog),
+        **_variants(catalog),
+    }
+    handlers["langfuse"] = theirs
+    client = theirs._langfuse_client
+
+    def block(handler: Any) -> Any:
+        def run() -> float:
+            figure = langchain_block(handler, lc_start, lc_response, lc_end_kwargs, per_block)
+            client.flush()
+            return figure
+
+        return run
+
+    in_place = interleaved({name: block(h) for name, h in handlers.items()}, rounds)
+    step = {k: Stats.of(v) for k, v in steps.items()}
+    ratio = {k: Stats.of(ratios(v, in_place["langfuse"])) for k, v in in_place.items() if k != "langfuse"}
+    place = {k: Stats.of(v) for k, v in in_place.items()}
+    return [
+        Row(NAME, "where the added time goes; steps on their own:", ""),
+        Row(
+            NAME, "  OpenRouterUsage.from_langchain (LangChain's usage)", step["from_langchain"].fmt("µs", 1)
+        ),
+        Row(
+            NAME,
+            "  OpenRouterUsage.from_openrouter(ChatCompletion) (LlamaIndex)",
+            step["from_openrouter"].fmt("µs", 1),
+        ),
+        Row(NAME, "  enrich = pricing_for + compute_cost + to_langfuse", step["enrich"].fmt("µs", 1)),
+        Row(
+            NAME,
+            "  Langfuse generation.update(metadata=...) (LangChain's 2nd update)",
+            step["metadata_update"].fmt("µs", 1),
+        ),
+        Row(NAME, "in place, LangChain on_llm_end (µs; ratio to Langfuse's):", ""),
+        Row(NAME, "  Langfuse's handler", place["langfuse"].fmt("µs", 1)),
+        Row(NAME, "  ours", f"{place['ours'].fmt('µs', 1)}; {ratio['ours'].median:.2f}x"),
+        Row(
+            NAME,
+            "  ours computing but recording nothing (diagnostic)",
+            f"{place['compute only'].fmt('µs', 1)}; {ratio['compute only'].median:.2f}x",
+        ),
+        Row(
+            NAME,
+            "  ours with the metadata in the final update (diagnostic)",
+            f"{place['one update'].fmt('µs', 1)}; {ratio['one update'].median:.2f}x",
+        ),
+        Row(
+            NAME,
+            "  ours with the metadata set on the span directly (diagnostic)",
+            f"{place['direct metadata'].fmt('µs', 1)}; {ratio['direct metadata'].median:.2f}x",
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------- the benchmark
+
+
+def run(quick: bool, show_profile: bool = False) -> list[Row]:
+    from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
+
+    from langfuse_openrouter_callbacks import PriceCatalog
+    from langfuse_openrouter_callbacks.demo.langfuse_server import EmbeddedLangfuse
+    from langfuse_openrouter_callbacks.langchain import CallbackHandler
+    from langfuse_openrouter_callbacks.langfuse_fields import read_generation
+    from langfuse_openrouter_callbacks.llama_index import LlamaIndexCallbackHandler
+
+    from ._servers import LocalOpenRouter
+
+    rounds, per_block = (10, 100) if quick else (40, 250)
+    openrouter = LocalOpenRouter().start()
+    receiver = EmbeddedLangfuse().start()
+    cache_dir = scratch("cache-")
+    os.environ["OPENROUTER_API_BASE"] = openrouter.base_url
+    write_price_cache(
+        cache_dir, openrouter.base_url, synthetic_models(1000), endpoints={MODEL: endpoint_entries()}
+    )
+    catalog = PriceCatalog(api_base=openrouter.base_url, cache_dir=cache_dir)
+    # Exports happen only when flushed between blocks: flush_at above a block's spans, a long interval.
+    client, provider = langfuse_client(receiver.base_url, flush_at=1000, flush_interval=3600)
+    rows: list[Row] = []
+    try:
+        lc_start_args, lc_start_kwargs, lc_response, lc_end_kwargs = capture_langchain(openrouter.base_url)
+        li_start, li_end = capture_llama_index(openrouter.base_url)
+        li_plain = without_usage(li_end)
+
+        ours = CallbackHandler(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog)
+        theirs = LangfuseCallbackHandler(public_key=BENCH_PUBLIC_KEY)
+        li = LlamaIndexCallbackHandler(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog)
+        catalog.wait_until_idle(5)
+
+        lc_start = (lc_start_args, lc_start_kwargs)
+        exported = Exported(client)
+
+        starts: dict[int, list[float]] = {id(ours): [], id(theirs): []}
+
+        def lc(handler: Any) -> Any:
+            return lambda profiler=None: langchain_block(
+                handler, lc_start, lc_response, lc_end_kwargs, per_block, profiler, starts[id(handler)]
+            )
+
+        def li_block(payload: dict[str, Any]) -> Any:
+            return lambda profiler=None: llama_index_block(li, li_start, payload, per_block, profiler)
+
+        # warm-up: imports, caches, the first span of each kind
+        for block in (lc(ours), lc(theirs), li_block(li_end), li_block(li_plain)):
+            block()
+        for figures in starts.values():
+            figures.clear()
+        client.flush()
+        receiver.spans.clear()
+
+        lc_times = interleaved(
+            {
+                "ours": exported.wrap("lc ours", lc(ours), per_block),
+                "langfuse": exported.wrap("lc langfuse", lc(theirs), per_block),
+            },
+            rounds,
+        )
+        client.flush()
+        start_ours, start_theirs = Stats.of(starts[id(ours)]), Stats.of(starts[id(theirs)])
+        lc_spans = list(receiver.spans)
+        receiver.spans.clear()
+        li_times = interleaved(
+            {
+                "enriched": exported.wrap("li enriched", li_block(li_end), per_block),
+                "plain": exported.wrap("li plain", li_block(li_plain), per_block),
+            },
+            rounds,
+        )
+        client.flush()
+        li_spans = list(receiver.spans)
+
+        if show_profile:
+            profile("LangChain on_llm_end, ours", lc(ours))
+            profile("LangChain on_llm_end, Langfuse's", lc(theirs))
+            profile("LlamaIndex on_event_end, enriched", li_block(li_end))
+            profile("LlamaIndex on_event_end, plain", li_block(li_plain))
+            client.flush()
+
+        def enriched(spans: list[Any]) -> tuple[int, int]:
+            generations = [g for g in (read_generation(s.attributes) for s in spans) if g is not None]
+            with_cost = [
+                g
+                for g in generations
+                if g.openrouter.get("cost_source") == "openrouter"
+                and g.usage_details.get("input_cache_creation")
+                and g.cost_details.get("total")
+            ]
+            return len(generations), len(with_cost)
+
+        events = rounds * per_block
+        lc_gens, lc_enriched = enriched(lc_spans)
+        li_gens, li_enriched = enriched(li_spans)
+
+        lc_ratio = Stats.of(ratios(lc_times["ours"], lc_times["langfuse"]))
+        li_ratio = Stats.of(ratios(li_times["enriched"], li_times["plain"]))
+        ours_s, theirs_s = Stats.of(lc_times["ours"]), Stats.of(lc_times["langfuse"])
+        rich_s, plain_s = Stats.of(li_times["enriched"]), Stats.of(li_times["plain"])
+        export = {k: Stats.of(v) for k, v in exported.us_per_event.items()}
+        rows = [
+            Row(
+                NAME,
+                "LangChain on_llm_end ratio ours / Langfuse's",
+                lc_ratio.fmt("x"),
+                f"<= {TARGET_RATIO}",
+                lc_ratio.median <= TARGET_RATIO,
+                lc_ratio.median,
+            ),
+            Row(NAME, "LangChain on_llm_end, ours", ours_s.fmt("µs", 1), number=ours_s.median),
+            Row(NAME, "LangChain on_llm_end, Langfuse's", theirs_s.fmt("µs", 1), number=theirs_s.median),
+            Row(
+                NAME,
+                "LangChain added per call",
+                f"{ours_s.median - theirs_s.median:.1f} µs",
+                number=ours_s.median - theirs_s.median,
+            ),
+            Row(
+                NAME,
+                "LlamaIndex on_event_end ratio enriched / plain",
+                li_ratio.fmt("x"),
+                f"<= {TARGET_RATIO}",
+                li_ratio.median <= TARGET_RATIO,
+                li_ratio.median,
+            ),
+            Row(NAME, "LlamaIndex on_event_end, enriched", rich_s.fmt("µs", 1), number=rich_s.median),
+            Row(NAME, "LlamaIndex on_event_end, plain", plain_s.fmt("µs", 1), number=plain_s.median),
+            Row(
+                NAME,
+                "LlamaIndex added per call",
+                f"{rich_s.median - plain_s.median:.1f} µs",
+                number=rich_s.median - plain_s.median,
+            ),
+            Row(
+                NAME,
+                "LangChain on_chat_model_start (not in the ratio), ours / Langfuse's",
+                f"{start_ours.median:.1f} / {start_theirs.median:.1f} µs",
+            ),
+            Row(
+                NAME,
+                "export per generation (flush, not timed above): LangChain ours / Langfuse's",
+                f"{export['lc ours'].median:.1f} / {export['lc langfuse'].median:.1f} µs",
+            ),
+            Row(
+                NAME,
+                "export per generation: LlamaIndex enriched / plain",
+                f"{export['li enriched'].median:.1f} / {export['li plain'].median:.1f} µs",
+            ),
+            Row(
+                NAME,
+                "generations received with OpenRouter cost (LangChain ours)",
+                f"{lc_enriched} of {events} ({lc_gens} generations from both)",
+                f"= {events}",
+                lc_enriched == events and lc_gens == 2 * events,
+            ),
+            Row(
+                NAME,
+                "generations received with OpenRouter cost (LlamaIndex enriched)",
+                f"{li_enriched} of {events} ({li_gens} generations from both)",
+                f"= {events}",
+                li_enriched == events and li_gens == 2 * events,
+            ),
+        ]
+        if show_profile or lc_ratio.median > TARGET_RATIO or li_ratio.median > TARGET_RATIO:
+            rows += diagnosis(
+                theirs, catalog, lc_start, lc_response, lc_end_kwargs, li_end, max(6, rounds // 2), per_block
+            )
+        print_table(
+            f"{NAME} ({rounds} rounds x {per_block} events per contender, interleaved)",
+            rows,
+            [
+                "ratios are per round (contenders paired in the same round), then the median and IQR;",
+                "spans go to a real Langfuse client; exported to the embedded receiver between blocks.",
+            ],
+        )
+    finally:
+        close_langfuse(client, provider)
+        receiver.stop()
+        openrouter.stop()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a few seconds)")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of each contender")
+    args = parser.parse_args(argv)
+    prepare()
+    if not os.environ.get(SUMMARY_ENV):  # run on its own, not under `python -m benchmarks`
+        print(environment())
+    emit(run(args.quick, args.profile))
+
+
+if __name__ == "__main__":
+    main()
