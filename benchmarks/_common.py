@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import gc
 import ipaddress
@@ -231,3 +232,19 @@ def environment() -> str:
         f"Python {platform.python_version()} ({platform.python_implementation()}), "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"
     )
+
+
+def begin() -> None:
+    """Set this benchmark process up; print the machine when it runs on its own."""
+    prepare()
+    if not os.environ.get(SUMMARY_ENV):  # run on its own, not under `python -m benchmarks`
+        print(environment())
+
+
+def quick_main(run: Callable[[bool], list[Row]], description: str, argv: list[str] | None = None) -> None:
+    """The command line of a benchmark whose only option is `--quick`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a few seconds)")
+    args = parser.parse_args(argv)
+    begin()
+    emit(run(args.quick))

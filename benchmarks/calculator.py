@@ -10,21 +10,16 @@ on the openai SDK's `ChatCompletion`, `to_langfuse`, and the whole chain a handl
 
 from __future__ import annotations
 
-import argparse
-import os
 import warnings
 from decimal import Decimal
 
 from ._common import (
-    SUMMARY_ENV,
     Row,
     Stats,
-    emit,
-    environment,
     interleaved,
     per_call_us,
-    prepare,
     print_table,
+    quick_main,
     ratios,
     scratch,
 )
@@ -214,13 +209,7 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (a few seconds)")
-    args = parser.parse_args(argv)
-    prepare()
-    if not os.environ.get(SUMMARY_ENV):  # run on its own, not under `python -m benchmarks`
-        print(environment())
-    emit(run(args.quick))
+    quick_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

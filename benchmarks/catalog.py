@@ -11,7 +11,6 @@ first lookup (reads and parses the disk cache). Import time: `python -X importti
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -19,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from ._common import SUMMARY_ENV, Row, Stats, emit, environment, interleaved, prepare, print_table, scratch
+from ._common import Row, Stats, interleaved, print_table, quick_main, scratch
 from ._fixtures import DATED, MODEL, SONNET_PRICING, endpoint_entries, synthetic_models, write_price_cache
 
 NAME = "3. catalog"
@@ -219,13 +218,7 @@ def run(quick: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (a few seconds)")
-    args = parser.parse_args(argv)
-    prepare()
-    if not os.environ.get(SUMMARY_ENV):  # run on its own, not under `python -m benchmarks`
-        print(environment())
-    emit(run(args.quick))
+    quick_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,11 @@ import uuid
 from typing import Any
 
 from ._common import (
-    SUMMARY_ENV,
     Row,
     Stats,
+    begin,
     emit,
-    environment,
     interleaved,
-    prepare,
     print_table,
     ratios,
     scratch,
@@ -599,9 +597,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a few seconds)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of each contender")
     args = parser.parse_args(argv)
-    prepare()
-    if not os.environ.get(SUMMARY_ENV):  # run on its own, not under `python -m benchmarks`
-        print(environment())
+    begin()
     emit(run(args.quick, args.profile))
 
 

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ._common import SUMMARY_ENV, Row, Stats, emit, environment, prepare, print_table, ratios, scratch, settle
+from ._common import Row, Stats, begin, emit, print_table, ratios, scratch, settle
 from ._fixtures import (
     BENCH_PUBLIC_KEY,
     MODEL,
@@ -399,9 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-memory", action="store_true", help="only the concurrent chains")
     parser.add_argument("--skip-concurrency", action="store_true", help="only the sequential run")
     args = parser.parse_args(argv)
-    prepare()
-    if not os.environ.get(SUMMARY_ENV):  # run on its own, not under `python -m benchmarks`
-        print(environment())
+    begin()
     rows: list[Row] = []
     if not args.skip_memory:
         rows += memory_rows(args.quick)
