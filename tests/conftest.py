@@ -1,3 +1,24 @@
 """Shared fixtures: local OpenRouter and Langfuse-compatible servers, one Langfuse client per session."""
 
+from __future__ import annotations
+
+import pytest
+
+from langfuse_openrouter_callbacks import PriceCatalog
+from tests.scenario import CACHED_CALL, DATED, REQUESTED, SONNET
+from tests.support.openrouter_server import FakeOpenRouter, ResponseSpec
+
 pytest_plugins = ["tests.support.fixtures"]
+
+
+@pytest.fixture
+def catalog() -> PriceCatalog:
+    """Offline prices keyed by the model the user asks for; responses name the dated id."""
+    return PriceCatalog({REQUESTED: SONNET}, offline=True)
+
+
+@pytest.fixture
+def openrouter(fake_openrouter: FakeOpenRouter) -> FakeOpenRouter:
+    """The fake OpenRouter answering every call with the scenario's cached call."""
+    fake_openrouter.set_default(ResponseSpec(model=DATED, provider="Anthropic", usage=CACHED_CALL))
+    return fake_openrouter

@@ -39,12 +39,6 @@ NO_CACHE_TOTAL = 10_000 * 0.000003 + 500 * 0.000015
 
 
 @pytest.fixture
-def catalog() -> PriceCatalog:
-    """Offline prices keyed by the model the user asks for; responses name the dated id."""
-    return PriceCatalog({REQUESTED: SONNET}, offline=True)
-
-
-@pytest.fixture
 def openrouter(fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch) -> FakeOpenRouter:
     """The fake OpenRouter, configured as this machine's OpenRouter API base."""
     monkeypatch.setenv("OPENROUTER_API_BASE", fake_openrouter.base_url)

@@ -22,7 +22,7 @@ from langfuse_openrouter_callbacks.llama_index import (
     set_global_handler,
     trace_attributes,
 )
-from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, SONNET
+from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED
 from tests.support.openrouter_server import (
     FakeOpenRouter,
     ResponseSpec,
@@ -34,17 +34,6 @@ from tests.support.openrouter_server import (
 from tests.support.otlp_receiver import ExportedSpan, OTLPReceiver
 
 HELLO = [ChatMessage(role="user", content="hello")]
-
-
-@pytest.fixture
-def catalog() -> PriceCatalog:
-    return PriceCatalog({REQUESTED: SONNET}, offline=True)
-
-
-@pytest.fixture
-def openrouter(fake_openrouter: FakeOpenRouter) -> FakeOpenRouter:
-    fake_openrouter.set_default(ResponseSpec(model=DATED, provider="Anthropic", usage=CACHED_CALL))
-    return fake_openrouter
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from openinference.instrumentation.llama_index import LlamaIndexInstrumentor
 from langfuse_openrouter_callbacks import PriceCatalog
 from langfuse_openrouter_callbacks._openinference import Instrumentation, instrument, uninstrument
 from langfuse_openrouter_callbacks.langfuse_fields import otel_attributes
-from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, SONNET
+from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED
 from tests.support.openrouter_server import (
     FakeOpenRouter,
     ResponseSpec,
@@ -44,18 +44,6 @@ SPAN_KIND = "openinference.span.kind"
 
 # OpenInference 4.6 calls pydantic's deprecated `.json()` on every LLM span.
 pytestmark = pytest.mark.filterwarnings("ignore:The `json` method is deprecated")
-
-
-@pytest.fixture
-def catalog() -> PriceCatalog:
-    """Offline prices keyed by the model the user asks for; responses name the dated id."""
-    return PriceCatalog({REQUESTED: SONNET}, offline=True)
-
-
-@pytest.fixture
-def openrouter(fake_openrouter: FakeOpenRouter) -> FakeOpenRouter:
-    fake_openrouter.set_default(ResponseSpec(model=DATED, provider="Anthropic", usage=CACHED_CALL))
-    return fake_openrouter
 
 
 @pytest.fixture
