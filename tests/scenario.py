@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from langfuse_openrouter_callbacks import PriceCatalog
 from tests.support.openrouter_server import Usage
 
 REQUESTED = "anthropic/claude-sonnet-4.5"  # the id users ask for
@@ -38,3 +41,10 @@ SERVICE_VARIABLES = (
     "LANGFUSE_BASE_URL",
     "LANGFUSE_HOST",
 )
+
+
+class BrokenCatalog(PriceCatalog):
+    """A price catalog that fails on every lookup: the enrichment must fail without the user noticing."""
+
+    def pricing_for(self, model: Any, provider: str | None = None) -> Any:
+        raise RuntimeError("price list exploded")

@@ -19,7 +19,7 @@ from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
 
 from langfuse_openrouter_callbacks import PriceCatalog
 from langfuse_openrouter_callbacks.langchain import CallbackHandler
-from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, SONNET
+from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, SONNET, BrokenCatalog
 from tests.support.openrouter_server import (
     FakeOpenRouter,
     Fault,
@@ -376,15 +376,10 @@ def test_llm_errors_are_recorded_as_langfuse_records_them(
     assert handler._calls == {}
 
 
-class _BrokenCatalog(PriceCatalog):
-    def pricing_for(self, model: Any, provider: str | None = None) -> Any:
-        raise RuntimeError("price list exploded")
-
-
 def test_an_error_in_enrichment_never_reaches_the_user(
     openrouter, langfuse_client, otlp_receiver, caplog
 ) -> None:
-    handler = CallbackHandler(price_catalog=_BrokenCatalog(offline=True))
+    handler = CallbackHandler(price_catalog=BrokenCatalog(offline=True))
     with caplog.at_level(logging.DEBUG, logger="langfuse_openrouter_callbacks"):
         for _ in range(3):
             assert chat_openai(openrouter).invoke("hello", config={"callbacks": [handler]}).content

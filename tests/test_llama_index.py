@@ -15,14 +15,13 @@ from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai_like import OpenAILike
 from llama_index.llms.openrouter import OpenRouter
 
-from langfuse_openrouter_callbacks import PriceCatalog
 from langfuse_openrouter_callbacks.demo.embedding import HashEmbedding
 from langfuse_openrouter_callbacks.llama_index import (
     LlamaIndexCallbackHandler,
     set_global_handler,
     trace_attributes,
 )
-from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED
+from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, BrokenCatalog
 from tests.support.openrouter_server import (
     FakeOpenRouter,
     ResponseSpec,
@@ -260,15 +259,10 @@ def test_llm_errors_are_recorded_and_raised(openrouter, handler, langfuse_client
     assert "Provider returned error" in generation.attributes["langfuse.observation.status_message"]
 
 
-class _BrokenCatalog(PriceCatalog):
-    def pricing_for(self, model: Any, provider: str | None = None) -> Any:
-        raise RuntimeError("price list exploded")
-
-
 def test_an_error_in_enrichment_never_reaches_the_user(
     openrouter, clean_llama_index, langfuse_client, otlp_receiver, caplog
 ) -> None:
-    set_global_handler(price_catalog=_BrokenCatalog(offline=True))
+    set_global_handler(price_catalog=BrokenCatalog(offline=True))
     llm = openrouter_llm(openrouter)
     with caplog.at_level(logging.WARNING, logger="langfuse_openrouter_callbacks"):
         assert llm.chat(HELLO).message.content

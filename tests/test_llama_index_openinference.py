@@ -23,10 +23,9 @@ from llama_index.llms.openai_like import OpenAILike
 from llama_index.llms.openrouter import OpenRouter
 from openinference.instrumentation.llama_index import LlamaIndexInstrumentor
 
-from langfuse_openrouter_callbacks import PriceCatalog
 from langfuse_openrouter_callbacks._openinference import Instrumentation, instrument, uninstrument
 from langfuse_openrouter_callbacks.langfuse_fields import otel_attributes
-from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED
+from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, BrokenCatalog
 from tests.support.openrouter_server import (
     FakeOpenRouter,
     ResponseSpec,
@@ -347,15 +346,10 @@ def test_llm_errors_are_exported_as_openinference_made_them(
     assert instrumented._enricher._calls == {}
 
 
-class _BrokenCatalog(PriceCatalog):
-    def pricing_for(self, model: Any, provider: str | None = None) -> Any:
-        raise RuntimeError("price list exploded")
-
-
 def test_an_error_in_enrichment_never_reaches_the_user(
     openrouter, langfuse_client, langfuse_tracer_provider, otlp_receiver, caplog
 ) -> None:
-    instrument(tracer_provider=langfuse_tracer_provider, price_catalog=_BrokenCatalog(offline=True))
+    instrument(tracer_provider=langfuse_tracer_provider, price_catalog=BrokenCatalog(offline=True))
     try:
         with caplog.at_level(logging.DEBUG, logger="langfuse_openrouter_callbacks"):
             llm = openrouter_llm(openrouter)
