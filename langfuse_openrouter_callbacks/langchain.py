@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -131,33 +131,24 @@ class CallbackHandler(LangfuseCallbackHandler):
 
     def _keep_usage_sane(self, run_id: UUID) -> None:
         """Langfuse keeps any int-valued usage key, bools and negatives included: drop those."""
-        generation = self._runs.get(run_id)
-        if generation is None:
-            return
-        langfuse_update = generation.update
 
-        def update(**fields: Any) -> Any:
-            generation.__dict__.pop("update", None)
+        def adjust(fields: dict[str, Any]) -> None:
             usage = fields.get("usage_details")
             if isinstance(usage, Mapping):
                 kept = {k: v for k, v in usage.items() if type(v) is int and v >= 0}
                 if len(kept) != len(usage):
                     fields["usage_details"] = kept or None
-            return langfuse_update(**fields)
 
-        generation.update = update  # type: ignore[method-assign]
+        generation = self._runs.get(run_id)
+        if generation is not None:
+            _adjust_final_update(generation, adjust)
 
     def _end_left_open(self, run_id: UUID, response: LLMResult) -> None:
         """End, with what is known, a generation Langfuse's handler failed to end (bad usage crashes it)."""
         try:
             generation = self._detach_observation(run_id)
             if generation is not None:
-                last = (
-                    response.generations[-1][-1]
-                    if response.generations and response.generations[-1]
-                    else None
-                )
-                generation.update(output=getattr(last, "text", None)).end()
+                generation.update(output=getattr(_last_generation(response), "text", None)).end()
         except Exception:
             log_exception_once(self._logged, "end-left-open", "could not end a Langfuse generation")
 
@@ -177,10 +168,7 @@ class CallbackHandler(LangfuseCallbackHandler):
             self._calls[run_id] = call
 
     def _enrichment(self, response: LLMResult, call: _Call | None) -> Enrichment | None:
-        generation = (
-            response.generations[-1][-1] if response.generations and response.generations[-1] else None
-        )
-        message = getattr(generation, "message", None)
+        message = getattr(_last_generation(response), "message", None)
         metadata = {**(response.llm_output or {}), **(getattr(message, "response_metadata", None) or {})}
         if isinstance(response.llm_output, Mapping) and "token_usage" in response.llm_output:
             metadata["token_usage"] = response.llm_output["token_usage"]  # OpenRouter's raw usage
@@ -202,23 +190,20 @@ class CallbackHandler(LangfuseCallbackHandler):
         generation = self._runs.get(run_id)
         if generation is None:
             return
-        generation.update(metadata=enrichment.metadata)
         stats = self._generation_stats if enrichment.usage.generation_id else None
         if self.savings_score and stats is None:
             record_savings_score(
                 self._langfuse_client, enrichment, trace_id=generation.trace_id, observation_id=generation.id
             )
-        langfuse_update = generation.update
         langfuse_end = generation.end
 
-        def update(**fields: Any) -> Any:
+        def adjust(fields: dict[str, Any]) -> None:
             fields["usage_details"] = enrichment.usage_details
             if enrichment.cost_details:
                 fields["cost_details"] = enrichment.cost_details
-            generation.__dict__.pop("update", None)  # one final update; the object is back to normal
+            fields["metadata"] = {**(fields.get("metadata") or {}), **enrichment.metadata}
             if stats is not None:
                 generation.end = end  # type: ignore[method-assign]
-            return langfuse_update(**fields)
 
         def end(*, end_time: int | None = None) -> Any:
             ended_at = end_time if end_time is not None else time.time_ns()  # the call's true end
@@ -242,4 +227,25 @@ class CallbackHandler(LangfuseCallbackHandler):
                     langfuse_end(end_time=ended_at)
             return generation
 
-        generation.update = update  # type: ignore[method-assign]
+        _adjust_final_update(generation, adjust)
+
+
+def _last_generation(response: LLMResult) -> Any:
+    """The generation LangChain reports last (the one Langfuse records), or None."""
+    return response.generations[-1][-1] if response.generations and response.generations[-1] else None
+
+
+def _adjust_final_update(generation: Any, adjust: Callable[[dict[str, Any]], None]) -> None:
+    """Let `adjust` change the fields of the generation's next `update()`, the one it is ended with.
+
+    A later `update(usage_details=...)` replaces the attribute whole, so ours must be in that very
+    call. One call only; then the object is back to normal.
+    """
+    langfuse_update = generation.update
+
+    def update(**fields: Any) -> Any:
+        generation.__dict__.pop("update", None)
+        adjust(fields)
+        return langfuse_update(**fields)
+
+    generation.update = update
