@@ -8,7 +8,7 @@ the provider's charge is `upstream_inference_cost`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -70,6 +70,34 @@ def _is_object(obj: Any) -> bool:
     return isinstance(obj, Mapping) or hasattr(obj, "model_extra") or hasattr(obj, "__dict__")
 
 
+def _none(key: str) -> None:
+    return None
+
+
+def _getter(obj: Any) -> Callable[[str], Any]:
+    """`_get` bound to `obj`, specialised once per object: a dict's own `get` (the hot path)."""
+    if type(obj) is dict:
+        return obj.get
+    if obj is None:
+        return _none
+    fields = getattr(obj, "__dict__", None)
+    if type(fields) is dict and _is_pydantic(type(obj)):  # declared fields, then extras
+        extra = getattr(obj, "__pydantic_extra__", None)
+        if type(extra) is not dict or not extra:
+            return fields.get
+        return lambda key: fields[key] if key in fields else extra.get(key)
+    return lambda key: _get(obj, key)
+
+
+def _n(value: Any, name: str, problems: Problems) -> int:
+    """A count, 0 when absent or unusable (noted in `problems`)."""
+    if type(value) is int and 0 <= value <= _MAX_TOKENS:
+        return value
+    if value is None:
+        return 0
+    return _count(value, name, problems) or 0
+
+
 def _count(value: Any, name: str, problems: Problems) -> int | None:
     """A token or request count: a non-negative integral number, else None (and a problem noted)."""
     if type(value) is int and 0 <= value <= _MAX_TOKENS:  # the usual case, decided at once
@@ -98,17 +126,12 @@ def _count(value: Any, name: str, problems: Problems) -> int | None:
     return value
 
 
-def _count_at(holder: Any, key: str, label: str, problems: Problems) -> int:
-    """The count at `holder[key]`, 0 when absent or unusable (noted in `problems`)."""
-    return _count(_get(holder, key), label, problems) or 0
-
-
 def _money(value: Any, name: str, problems: Problems) -> Decimal | None:
     """A USD amount as an exact `Decimal` (floats through their shortest repr), else None."""
     if value is None:
         return None
-    if type(value) is float and 0 <= value <= _MAX_USD_FLOAT:  # the usual case: OpenRouter's JSON number
-        return Decimal(repr(value)) + 0
+    if type(value) is float and 0 < value <= _MAX_USD_FLOAT:  # the usual case: OpenRouter's JSON number
+        return Decimal(repr(value))
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
         problems.add(_NOT_A_NUMBER, f"{name}={value!r:.40}")
         return None
@@ -140,12 +163,14 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OpenRouterUsage:
     """What one OpenRouter call used and cost, with OpenRouter's inclusive semantics.
 
     Token counts are non-negative ints; `cached_tokens + cache_write_tokens <= prompt_tokens` and
     `reasoning_tokens <= completion_tokens` always hold. Money is `Decimal` USD, `None` when unreported.
+    A value: treat it as read-only (it is not frozen only because that makes it 5x slower to build,
+    once per LLM call); `dataclasses.replace` gives a changed copy.
     """
 
     prompt_tokens: int = 0
@@ -226,58 +251,70 @@ class OpenRouterUsage:
         if not _is_object(obj):
             problems.add("not an object, ignored", f"{type(obj).__name__}")
             return cls()
-        data = _get(obj, "data")
+        get = _getter(obj)
+        data = get("data")
         if data is not None and _is_object(data) and _get(data, "total_cost") is not None:
-            obj = data  # {"data": {...}} as /generation answers
-        if _get(obj, "total_cost") is not None or _get(obj, "native_tokens_prompt") is not None:
+            obj, get = data, _getter(data)  # {"data": {...}} as /generation answers
+        if get("total_cost") is not None or get("native_tokens_prompt") is not None:
             return cls._read_generation_record(obj, problems)
-        usage = _get(obj, "usage")
+        usage = get("usage")
         if usage is not None and _is_object(usage):
-            read = cls._read_usage(usage, problems)
-            return replace(
-                read,
-                generation_id=_text(_get(obj, "id")),
-                provider=_text(_get(obj, "provider")),
-                model=_text(_get(obj, "model")),
+            return cls._read_usage(
+                usage, problems, _text(get("id")), _text(get("provider")), _text(get("model"))
             )
-        if usage is not None or _get(obj, "choices") is not None:
+        if usage is not None or get("choices") is not None:
             return cls(  # a response or chunk without (valid) usage: keep who served it
-                generation_id=_text(_get(obj, "id")),
-                provider=_text(_get(obj, "provider")),
-                model=_text(_get(obj, "model")),
+                generation_id=_text(get("id")),
+                provider=_text(get("provider")),
+                model=_text(get("model")),
             )
         return cls._read_usage(obj, problems)
 
     @classmethod
-    def _read_usage(cls, usage: Any, problems: Problems) -> OpenRouterUsage:
-        prompt_details = _get(usage, "prompt_tokens_details")
-        completion_details = _get(usage, "completion_tokens_details")
-        cost_details = _get(usage, "cost_details")
-        tool_details = _get(usage, "server_tool_use_details")
-
-        def count(holder: Any, key: str, label: str | None = None) -> int:
-            return _count_at(holder, key, label or key, problems)
-
-        def money(holder: Any, key: str) -> Decimal | None:
-            return _money(_get(holder, key), key, problems)
-
+    def _read_usage(
+        cls,
+        usage: Any,
+        problems: Problems,
+        generation_id: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+    ) -> OpenRouterUsage:
+        get = _getter(usage)
+        prompt = _getter(get("prompt_tokens_details"))
+        completion = _getter(get("completion_tokens_details"))
+        cost_details = get("cost_details")
+        tools = get("server_tool_use_details")
+        if cost_details is None:
+            upstream = upstream_prompt = upstream_completions = None
+        else:
+            costs = _getter(cost_details)
+            upstream = _money(costs("upstream_inference_cost"), "upstream_inference_cost", problems)
+            upstream_prompt = _money(
+                costs("upstream_inference_prompt_cost"), "upstream_inference_prompt_cost", problems
+            )
+            upstream_completions = _money(
+                costs("upstream_inference_completions_cost"), "upstream_inference_completions_cost", problems
+            )
         return cls(
-            prompt_tokens=count(usage, "prompt_tokens"),
-            completion_tokens=count(usage, "completion_tokens"),
-            total_tokens=_count(_get(usage, "total_tokens"), "total_tokens", problems),
-            cached_tokens=count(prompt_details, "cached_tokens"),
-            cache_write_tokens=count(prompt_details, "cache_write_tokens"),
-            prompt_audio_tokens=count(prompt_details, "audio_tokens", "prompt audio_tokens"),
-            prompt_video_tokens=count(prompt_details, "video_tokens"),
-            reasoning_tokens=count(completion_details, "reasoning_tokens"),
-            completion_audio_tokens=count(completion_details, "audio_tokens", "completion audio_tokens"),
-            completion_image_tokens=count(completion_details, "image_tokens"),
-            web_search_requests=count(tool_details, "web_search_requests"),
-            cost=money(usage, "cost"),
-            upstream_inference_cost=money(cost_details, "upstream_inference_cost"),
-            upstream_inference_prompt_cost=money(cost_details, "upstream_inference_prompt_cost"),
-            upstream_inference_completions_cost=money(cost_details, "upstream_inference_completions_cost"),
-            is_byok=_flag(_get(usage, "is_byok"), "is_byok", problems),
+            _n(get("prompt_tokens"), "prompt_tokens", problems),
+            _n(get("completion_tokens"), "completion_tokens", problems),
+            _count(get("total_tokens"), "total_tokens", problems),
+            _n(prompt("cached_tokens"), "cached_tokens", problems),
+            _n(prompt("cache_write_tokens"), "cache_write_tokens", problems),
+            _n(completion("reasoning_tokens"), "reasoning_tokens", problems),
+            _n(prompt("audio_tokens"), "prompt audio_tokens", problems),
+            _n(prompt("video_tokens"), "video_tokens", problems),
+            _n(completion("audio_tokens"), "completion audio_tokens", problems),
+            _n(completion("image_tokens"), "image_tokens", problems),
+            0 if tools is None else _n(_get(tools, "web_search_requests"), "web_search_requests", problems),
+            _money(get("cost"), "cost", problems),
+            upstream,
+            upstream_prompt,
+            upstream_completions,
+            _flag(get("is_byok"), "is_byok", problems),
+            generation_id,
+            provider,
+            model,
         )
 
     @classmethod
@@ -316,61 +353,62 @@ class OpenRouterUsage:
             problems.add("not an object, ignored", f"usage_metadata {type(usage_metadata).__name__}")
             usage_metadata = None
 
-        raw = _get(metadata, "token_usage")  # ChatOpenAI: OpenRouter's usage dict, verbatim
+        get = _getter(metadata)
+        generation_id = _text(get("id"))
+        provider = _text(get("provider"))
+        model = _text(get("model_name")) or _text(get("model")) or model
+        raw = get("token_usage")  # ChatOpenAI: OpenRouter's usage dict, verbatim
         if raw is not None and _is_object(raw) and _get(raw, "prompt_tokens") is not None:
-            usage = cls._read_usage(raw, problems)
-        else:
-            usage = cls._read_usage_metadata(usage_metadata, problems)
-            if _get(metadata, "cost") is not None or _get(metadata, "cost_details") is not None:
-                # ChatOpenRouter puts OpenRouter's cost and its details beside the usage metadata.
-                costs = cls._read_usage(
-                    {
-                        "cost": _get(metadata, "cost"),
-                        "cost_details": _get(metadata, "cost_details"),
-                        "is_byok": _get(metadata, "is_byok"),
-                    },
-                    problems,
-                )
-                usage = replace(
-                    usage,
-                    cost=costs.cost,
-                    upstream_inference_cost=costs.upstream_inference_cost,
-                    upstream_inference_prompt_cost=costs.upstream_inference_prompt_cost,
-                    upstream_inference_completions_cost=costs.upstream_inference_completions_cost,
-                    is_byok=costs.is_byok if costs.is_byok is not None else usage.is_byok,
-                )
+            return cls._read_usage(raw, problems, generation_id, provider, model)
+        usage = cls._read_usage_metadata(usage_metadata, problems)
+        cost, cost_details, is_byok = get("cost"), get("cost_details"), get("is_byok")
+        if cost is None and cost_details is None:
+            return replace(usage, generation_id=generation_id, provider=provider, model=model)
+        # ChatOpenRouter puts OpenRouter's cost and its details beside the usage metadata.
+        costs = cls._read_usage({"cost": cost, "cost_details": cost_details, "is_byok": is_byok}, problems)
         return replace(
             usage,
-            generation_id=_text(_get(metadata, "id")),
-            provider=_text(_get(metadata, "provider")),
-            model=_text(_get(metadata, "model_name")) or _text(_get(metadata, "model")) or model,
+            cost=costs.cost,
+            upstream_inference_cost=costs.upstream_inference_cost,
+            upstream_inference_prompt_cost=costs.upstream_inference_prompt_cost,
+            upstream_inference_completions_cost=costs.upstream_inference_completions_cost,
+            is_byok=costs.is_byok if costs.is_byok is not None else usage.is_byok,
+            generation_id=generation_id,
+            provider=provider,
+            model=model,
         )
 
     @classmethod
     def _read_usage_metadata(cls, usage_metadata: Any, problems: Problems) -> OpenRouterUsage:
         if usage_metadata is None:
             return cls()
-        input_details = _get(usage_metadata, "input_token_details")
-        output_details = _get(usage_metadata, "output_token_details")
-
-        def count(holder: Any, key: str, label: str | None = None) -> int:
-            return _count_at(holder, key, label or key, problems)
-
+        get = _getter(usage_metadata)
+        inputs = _getter(get("input_token_details"))
+        outputs = _getter(get("output_token_details"))
         return cls(
-            prompt_tokens=count(usage_metadata, "input_tokens"),
-            completion_tokens=count(usage_metadata, "output_tokens"),
-            total_tokens=_count(_get(usage_metadata, "total_tokens"), "total_tokens", problems),
-            cached_tokens=count(input_details, "cache_read"),
-            cache_write_tokens=count(input_details, "cache_creation"),
-            prompt_audio_tokens=count(input_details, "audio", "input audio"),
-            reasoning_tokens=count(output_details, "reasoning"),
-            completion_audio_tokens=count(output_details, "audio", "output audio"),
+            prompt_tokens=_n(get("input_tokens"), "input_tokens", problems),
+            completion_tokens=_n(get("output_tokens"), "output_tokens", problems),
+            total_tokens=_count(get("total_tokens"), "total_tokens", problems),
+            cached_tokens=_n(inputs("cache_read"), "cache_read", problems),
+            cache_write_tokens=_n(inputs("cache_creation"), "cache_creation", problems),
+            prompt_audio_tokens=_n(inputs("audio"), "input audio", problems),
+            reasoning_tokens=_n(outputs("reasoning"), "reasoning", problems),
+            completion_audio_tokens=_n(outputs("audio"), "output audio", problems),
         )
 
     def _checked(self, problems: Problems) -> OpenRouterUsage:
         """Clamp contradictory counts so the inclusive invariants hold, noting each clamp."""
+        prompt, completion = self.prompt_tokens, self.completion_tokens
+        if (
+            self.cached_tokens + self.cache_write_tokens <= prompt
+            and self.prompt_audio_tokens <= prompt
+            and self.prompt_video_tokens <= prompt
+            and self.reasoning_tokens <= completion
+            and self.completion_audio_tokens <= completion
+            and self.completion_image_tokens <= completion
+        ):
+            return self  # the usual case
         changes: dict[str, int] = {}
-        prompt = self.prompt_tokens
         cached, writes = self.cached_tokens, self.cache_write_tokens
         if cached > prompt:
             problems.add(_CONTRADICTION, f"cached_tokens {cached} > prompt_tokens {prompt}")
