@@ -215,13 +215,8 @@ class _Enricher:
             return span_id in self._wrappers
 
     def _record(self, span: Any, enrichment: Enrichment) -> None:
-        attributes = otel_attributes(
-            enrichment.usage_details,
-            enrichment.cost_details or None,
-            enrichment.metadata,
-            observation_type="generation",
-            model=enrichment.usage.model,
-        )
+        attributes = otel_attributes(observation_type="generation", model=enrichment.usage.model)
+        attributes.update(enrichment.attributes())
         for key, value in attributes.items():
             span[key] = value  # OpenInference sets its spans' attributes from these when they end
         self._neutralize(self._wrappers_of(span))

@@ -7,15 +7,16 @@ so every bucket here is exclusive and `total` is always given.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from .cost import BUCKETS, CostBreakdown
 from .usage import OpenRouterUsage
 
-__all__ = ["METADATA_KEY", "otel_attributes", "to_langfuse"]
+__all__ = ["METADATA_KEY", "generation_attributes", "otel_attributes", "to_langfuse"]
 
 #: The key under which the generation's metadata carries our OpenRouter fields.
 METADATA_KEY = "openrouter"
@@ -34,35 +35,66 @@ _MODEL = _OBSERVATION + ".model.name"
 _USAGE_DETAILS = _OBSERVATION + ".usage_details"
 _COST_DETAILS = _OBSERVATION + ".cost_details"
 _METADATA = _OBSERVATION + ".metadata"
+_OPENROUTER_METADATA = f"{_METADATA}.{METADATA_KEY}"
 
 
-def _float(value: Decimal | None) -> float | None:
-    return None if value is None else float(value)
+def _json_encoder() -> Callable[[Any], str]:
+    """Compact JSON of our own values (str, int, float, bool, None, lists, dicts), as fast as it gets.
+
+    The C encoder the standard library uses inside `json.dumps`, made once; the public encoder where
+    that is unavailable or behaves differently.
+    """
+    public = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+    try:
+        from json.encoder import c_make_encoder  # type: ignore[attr-defined]
+
+        fast = c_make_encoder(None, public.default, encode_basestring, None, ":", ",", False, False, True)
+
+        def encode(value: Any) -> str:
+            return "".join(fast(value, 0))
+
+        sample = {"a": [1, 2.5, None, True], "b": 'é"', "c": {"d": 0.0090024}}
+        if encode(sample) == public.encode(sample):
+            return encode
+    except Exception:  # another Python: its encoder's signature differs
+        pass
+    return public.encode
+
+
+_to_json = _json_encoder()
+
+
+def _dict(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    return mapping if type(mapping) is dict else dict(mapping)
 
 
 def usage_details(usage: OpenRouterUsage) -> dict[str, int]:
     """Exclusive integer token buckets under the keys Langfuse prices and shows."""
-    uncached = usage.uncached_prompt_tokens
+    uncached = usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens
     input_audio = min(usage.prompt_audio_tokens, uncached)
+    reasoning = usage.reasoning_tokens
     output_image = usage.completion_image_tokens
     output_audio = usage.completion_audio_tokens
-    plain_output = usage.completion_tokens - usage.reasoning_tokens - output_image - output_audio
+    plain_output = usage.completion_tokens - reasoning - output_image - output_audio
     if plain_output < 0:  # counts that overlap in the source: keep the buckets exclusive
         output_image = output_audio = 0
-        plain_output = usage.completion_tokens - usage.reasoning_tokens
-    details = {
-        "input": uncached - input_audio,
-        "input_audio": input_audio,
-        "input_cache_read": usage.cached_tokens,
-        "input_cache_creation": usage.cache_write_tokens,
-        "output": plain_output,
-        "output_reasoning": usage.reasoning_tokens,
-        "output_image": output_image,
-        "output_audio": output_audio,
-    }
-    kept = {k: int(v) for k, v in details.items() if v or k in ("input", "output")}
-    kept["total"] = usage.prompt_tokens + usage.completion_tokens
-    return kept
+        plain_output = usage.completion_tokens - reasoning
+    details = {"input": uncached - input_audio}
+    if input_audio:
+        details["input_audio"] = input_audio
+    if usage.cached_tokens:
+        details[CACHE_READ_KEY] = usage.cached_tokens
+    if usage.cache_write_tokens:
+        details[CACHE_WRITE_KEY] = usage.cache_write_tokens
+    details["output"] = plain_output
+    if reasoning:
+        details["output_reasoning"] = reasoning
+    if output_image:
+        details["output_image"] = output_image
+    if output_audio:
+        details["output_audio"] = output_audio
+    details[TOTAL_KEY] = usage.prompt_tokens + usage.completion_tokens
+    return details
 
 
 def cost_details(breakdown: CostBreakdown) -> dict[str, float]:
@@ -70,25 +102,28 @@ def cost_details(breakdown: CostBreakdown) -> dict[str, float]:
     if not breakdown.is_priced:
         return {}
     details = {name: float(value) for name in BUCKETS if (value := getattr(breakdown, name))}
-    details["total"] = float(breakdown.total)
+    details[TOTAL_KEY] = float(breakdown.total)
     return details
 
 
 def openrouter_metadata(usage: OpenRouterUsage, breakdown: CostBreakdown) -> dict[str, Any]:
     """What OpenRouter said and what caching saved, for `metadata["openrouter"]`."""
+    cost, upstream = usage.cost, usage.upstream_inference_cost
+    savings, no_cache = breakdown.cache_savings, breakdown.no_cache_total
+    delta = breakdown.reconciliation_delta
     return {
         "generation_id": usage.generation_id,
         "provider": usage.provider,
         "model": usage.model,
         "is_byok": usage.is_byok,
-        "reported_cost": _float(usage.cost),
-        "upstream_inference_cost": _float(usage.upstream_inference_cost),
-        "cache_savings_usd": _float(breakdown.cache_savings),
-        "no_cache_cost_usd": _float(breakdown.no_cache_total),
+        "reported_cost": None if cost is None else float(cost),
+        "upstream_inference_cost": None if upstream is None else float(upstream),
+        "cache_savings_usd": None if savings is None else float(savings),
+        "no_cache_cost_usd": None if no_cache is None else float(no_cache),
         "cache_hit_ratio": breakdown.cache_hit_ratio,
         "cost_source": breakdown.source,
         "pricing_source": breakdown.pricing_source,
-        "reconciliation_delta": _float(breakdown.reconciliation_delta),
+        "reconciliation_delta": None if delta is None else float(delta),
         "web_search_requests": usage.web_search_requests or None,
     }
 
@@ -163,13 +198,53 @@ def otel_attributes(
     if model is not None:
         attributes[_MODEL] = model
     if usage_details is not None:
-        attributes[_USAGE_DETAILS] = json.dumps(dict(usage_details))
+        attributes[_USAGE_DETAILS] = _to_json(_dict(usage_details))
     if cost_details is not None:
-        attributes[_COST_DETAILS] = json.dumps(dict(cost_details))
-    for key, value in (metadata or {}).items():
-        if value is not None:
-            attributes[f"{_METADATA}.{key}"] = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        attributes[_COST_DETAILS] = _to_json(_dict(cost_details))
+    if metadata:
+        for key, value in metadata.items():
+            if value is not None:
+                attributes[f"{_METADATA}.{key}"] = _to_json(value)
     return attributes
+
+
+def generation_attributes(usage: OpenRouterUsage, breakdown: CostBreakdown) -> dict[str, str]:
+    """The span attributes of `to_langfuse(usage, breakdown)`, written straight from the values.
+
+    The same JSON as `otel_attributes` of those dicts, but money is written as the exact decimal it
+    is (a JSON number; Langfuse reads it as the float it would have got) and no dict is built on
+    the way: this runs once per LLM call, on the caller's thread.
+    """
+    attributes = {_USAGE_DETAILS: _to_json(usage_details(usage))}
+    if breakdown.is_priced:
+        parts = [f'"{name}":{value!s}' for name in BUCKETS if (value := getattr(breakdown, name))]
+        parts.append(f'"{TOTAL_KEY}":{breakdown.total!s}')
+        attributes[_COST_DETAILS] = "{" + ",".join(parts) + "}"
+    ratio = breakdown.cache_hit_ratio
+    attributes[_OPENROUTER_METADATA] = (
+        f'{{"generation_id":{_string(usage.generation_id)},"provider":{_string(usage.provider)}'
+        f',"model":{_string(usage.model)},"is_byok":{_FLAGS[usage.is_byok]}'
+        f',"reported_cost":{_number(usage.cost)}'
+        f',"upstream_inference_cost":{_number(usage.upstream_inference_cost)}'
+        f',"cache_savings_usd":{_number(breakdown.cache_savings)}'
+        f',"no_cache_cost_usd":{_number(breakdown.no_cache_total)}'
+        f',"cache_hit_ratio":{"null" if ratio is None else repr(float(ratio))}'
+        f',"cost_source":{_string(breakdown.source)},"pricing_source":{_string(breakdown.pricing_source)}'
+        f',"reconciliation_delta":{_number(breakdown.reconciliation_delta)}'
+        f',"web_search_requests":{usage.web_search_requests or "null"}}}'
+    )
+    return attributes
+
+
+_FLAGS = {True: "true", False: "false", None: "null"}
+
+
+def _string(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def _number(value: Decimal | None) -> str:
+    return "null" if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -198,5 +273,5 @@ def read_generation(attributes: Mapping[str, Any]) -> ExportedGeneration | None:
         model=attributes.get(_MODEL),
         usage_details=decoded(_USAGE_DETAILS) or {},
         cost_details=decoded(_COST_DETAILS) or {},
-        openrouter=decoded(f"{_METADATA}.{METADATA_KEY}") or {},
+        openrouter=decoded(_OPENROUTER_METADATA) or {},
     )

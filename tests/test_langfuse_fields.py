@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from hypothesis import given, settings
+
 from langfuse_openrouter_callbacks import OpenRouterUsage, compute_cost, to_langfuse
+from langfuse_openrouter_callbacks.langfuse_fields import generation_attributes, otel_attributes
 from tests.scenario import SONNET
+from tests.shared_data import cost_cases
+from tests.strategies import usage_like_dicts
 
 RESPONSE = {
     "id": "gen-1",
@@ -99,3 +105,49 @@ def test_audio_and_image_tokens_get_their_own_exclusive_keys() -> None:
         "output_image": 20,
         "total": 150,
     }
+
+
+# ---------------------------------------------------------------------------- span attributes
+
+
+def _decoded(attributes: dict[str, str]) -> dict[str, object]:
+    return {key: json.loads(value) for key, value in attributes.items()}
+
+
+def _both_ways(usage: OpenRouterUsage, pricing: object) -> tuple[dict[str, object], dict[str, object]]:
+    breakdown = compute_cost(usage, pricing)
+    fast = generation_attributes(usage, breakdown)
+    usage_details, cost_details, metadata = to_langfuse(usage, breakdown)
+    return _decoded(fast), _decoded(otel_attributes(usage_details, cost_details or None, metadata))
+
+
+@pytest.mark.parametrize("case", cost_cases(), ids=lambda c: c["id"])
+def test_generation_attributes_carry_what_to_langfuse_says(case: dict) -> None:
+    usage = OpenRouterUsage.from_openrouter(
+        {"id": "gen-x", "model": 'm\u00e9/"q"', "provider": None, "usage": case["usage"]}
+    )
+    unreported = OpenRouterUsage.from_openrouter(
+        {k: v for k, v in case["usage"].items() if k not in ("cost", "cost_details")}
+    )
+    for u, pricing in (
+        (usage, case["pricing"]),
+        (unreported, case["pricing"]),
+        (usage, None),
+        (unreported, None),
+    ):
+        fast, slow = _both_ways(u, pricing)
+        assert fast == slow  # the same keys and values; money as exact decimals reads as the same floats
+        assert set(fast) >= {"langfuse.observation.usage_details", "langfuse.observation.metadata.openrouter"}
+        if compute_cost(u, pricing).is_priced:
+            cost = fast["langfuse.observation.cost_details"]
+            assert isinstance(cost, dict) and cost["total"] == pytest.approx(
+                sum(v for k, v in cost.items() if k != "total")
+            )
+
+
+@settings(max_examples=200, deadline=None)
+@given(usage_like_dicts)
+def test_generation_attributes_agree_on_junk_usage(raw: dict) -> None:
+    usage = OpenRouterUsage.from_openrouter(raw)
+    fast, slow = _both_ways(usage, SONNET)
+    assert fast == slow
