@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from langchain_core.outputs import LLMResult
+from langchain_core.outputs import ChatGeneration, LLMResult
 from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
+from langfuse.langchain.CallbackHandler import _extract_raw_response, _parse_model
 
 from ._enrich import (
     Enrichment,
@@ -29,6 +30,7 @@ from ._enrich import (
     enrich,
     has_openrouter_markers,
     is_openrouter_url,
+    record_on_observation,
     record_savings_score,
 )
 from ._log import log_exception_once
@@ -40,6 +42,37 @@ __all__ = ["CallbackHandler"]
 
 _OPENROUTER_CLASSES = ("ChatOpenRouter",)
 _BASE_URL_KEYS = ("openai_api_base", "openrouter_api_base", "base_url", "api_base")
+
+
+# What Langfuse's `on_llm_end` refers to in the versions `CallbackHandler._end_enriched` mirrors (5.0).
+# Another set means another `on_llm_end`: then ours hands its fields to that one instead of mirroring it.
+_LANGFUSE_ON_LLM_END_NAMES = frozenset(
+    {
+        "_log_debug_event",
+        "generations",
+        "isinstance",
+        "ChatGeneration",
+        "_convert_message_to_dict",
+        "message",
+        "_extract_raw_response",
+        "_parse_usage",
+        "_parse_model",
+        "_detach_observation",
+        "update",
+        "get",
+        "end",
+        "Exception",
+        "langfuse_logger",
+        "exception",
+        "_updated_completion_start_time_memo",
+        "discard",
+        "_clear_root_run_resume_key",
+        "_reset",
+    }
+)
+_MIRRORS_LANGFUSE_ON_LLM_END = (
+    frozenset(LangfuseCallbackHandler.on_llm_end.__code__.co_names) == _LANGFUSE_ON_LLM_END_NAMES
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +135,15 @@ class CallbackHandler(LangfuseCallbackHandler):
         self._remember(run_id, serialized, kwargs)
         return super().on_llm_start(serialized, prompts, run_id=run_id, **kwargs)
 
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> Any:
+    def on_llm_end(
+        self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> Any:
         with self._calls_lock:
             call = self._calls.pop(run_id, None)
+        enrichment = None
         try:
             enrichment = self._enrichment(response, call)
-            if enrichment is not None:
-                self._record(run_id, enrichment, call.requested_model if call else None)
-            else:
+            if enrichment is None:
                 self._keep_usage_sane(run_id)
         except Exception:
             log_exception_once(
@@ -117,7 +151,12 @@ class CallbackHandler(LangfuseCallbackHandler):
                 "on_llm_end",
                 "could not record OpenRouter cost on a Langfuse generation; it keeps Langfuse's own data",
             )
-        result = super().on_llm_end(response, run_id=run_id, **kwargs)
+        requested_model = call.requested_model if call else None
+        if enrichment is not None and _MIRRORS_LANGFUSE_ON_LLM_END:
+            return self._end_enriched(response, run_id, parent_run_id, enrichment, requested_model, kwargs)
+        if enrichment is not None:
+            self._hand_to_final_update(run_id, enrichment, requested_model)
+        result = super().on_llm_end(response, run_id=run_id, parent_run_id=parent_run_id, **kwargs)
         if run_id in self._runs:  # Langfuse's own on_llm_end failed before ending the generation
             self._end_left_open(run_id, response)
         return result
@@ -180,54 +219,109 @@ class CallbackHandler(LangfuseCallbackHandler):
             return None  # not OpenRouter, or nothing to price: Langfuse's own record stands
         return enrich(usage, self.price_catalog, requested_model=requested)
 
-    def _record(self, run_id: UUID, enrichment: Enrichment, requested_model: str | None) -> None:
-        """Make our fields the ones Langfuse's `on_llm_end` ends the generation with.
+    def _end_enriched(
+        self,
+        response: LLMResult,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        enrichment: Enrichment,
+        requested_model: str | None,
+        kwargs: Mapping[str, Any],
+    ) -> None:
+        """Langfuse's `on_llm_end`, step for step, with our usage in place of its own reading of it.
 
-        Langfuse ends the generation with one `update(usage_details=...)` that replaces the whole
-        attribute, so ours are given to that very call. When the call's `/generation` record is to be
-        fetched, the `end()` that follows is held back: the generation ends once the record is in.
+        The same output, input and model go through Langfuse's `update()`; our usage, cost and
+        metadata are written onto the span (`record_on_observation`); the same run state is cleared.
+        Langfuse's reading of the usage, which ours replaces, is not done twice.
+        """
+        generation = None
+        try:
+            self._log_debug_event("on_llm_end", run_id, parent_run_id, response=response, kwargs=kwargs)
+            last = response.generations[-1][-1]
+            output = (
+                self._convert_message_to_dict(last.message)
+                if isinstance(last, ChatGeneration)
+                else _extract_raw_response(last)
+            )
+            generation = self._detach_observation(run_id)
+            if generation is not None:
+                generation.update(output=output, input=kwargs.get("inputs"), model=_parse_model(response))
+                record_on_observation(generation, enrichment)
+                self._end(generation, enrichment, requested_model)
+        except Exception:
+            log_exception_once(
+                self._logged, "on_llm_end", "could not record an OpenRouter call on its Langfuse generation"
+            )
+            self._end_if_open(generation)
+        finally:
+            self._updated_completion_start_time_memo.discard(run_id)
+            if parent_run_id is None:
+                self._clear_root_run_resume_key(run_id)
+                self._reset(run_id)
+
+    def _end(
+        self, generation: Any, enrichment: Enrichment, requested_model: str | None, at: int | None = None
+    ) -> None:
+        """End the generation (at `at`, ns, default now), or once its `/generation` record is in."""
+        stats = self._generation_stats if enrichment.usage.generation_id else None
+        if stats is None:
+            if self.savings_score:
+                trace_id, observation_id = generation.trace_id, generation.id
+                record_savings_score(
+                    self._langfuse_client, enrichment, trace_id=trace_id, observation_id=observation_id
+                )
+            generation.end(end_time=at)
+            return
+        end_after_lookup(
+            stats,
+            generation,
+            enrichment,
+            catalog=self.price_catalog,
+            requested_model=requested_model,
+            ended_at=at or time.time_ns(),  # the call's true end, also when the end is held back
+            langfuse=self._langfuse_client,
+            savings_score=self.savings_score,
+            logged=self._logged,
+        )
+
+    def _hand_to_final_update(
+        self, run_id: UUID, enrichment: Enrichment, requested_model: str | None
+    ) -> None:
+        """For a Langfuse whose `on_llm_end` we do not mirror: our fields join its final `update()`.
+
+        That update replaces `usage_details` whole, so ours are given to that very call, and the
+        `end()` that follows goes through `_end` (savings score, `/generation` lookups).
         """
         generation = self._runs.get(run_id)
         if generation is None:
             return
-        stats = self._generation_stats if enrichment.usage.generation_id else None
-        if self.savings_score and stats is None:
-            record_savings_score(
-                self._langfuse_client, enrichment, trace_id=generation.trace_id, observation_id=generation.id
-            )
-        langfuse_end = generation.end
 
         def adjust(fields: dict[str, Any]) -> None:
             fields["usage_details"] = enrichment.usage_details
             if enrichment.cost_details:
                 fields["cost_details"] = enrichment.cost_details
             fields["metadata"] = {**(fields.get("metadata") or {}), **enrichment.metadata}
-            if stats is not None:
-                generation.end = end  # type: ignore[method-assign]
+            generation.end = end  # type: ignore[method-assign]
 
         def end(*, end_time: int | None = None) -> Any:
-            ended_at = end_time if end_time is not None else time.time_ns()  # the call's true end
             generation.__dict__.pop("end", None)
             try:
-                end_after_lookup(
-                    stats,
-                    generation,
-                    enrichment,
-                    catalog=self.price_catalog,
-                    requested_model=requested_model,
-                    ended_at=ended_at,
-                    langfuse=self._langfuse_client,
-                    savings_score=self.savings_score,
-                    logged=self._logged,
-                )
+                self._end(generation, enrichment, requested_model, end_time or time.time_ns())
             except Exception:
-                log_exception_once(self._logged, "end", "could not hold a Langfuse generation open")
-                span = getattr(generation, "_otel_span", None)
-                if span is None or span.is_recording():  # still open: end it with Langfuse's own data
-                    langfuse_end(end_time=ended_at)
+                log_exception_once(self._logged, "end", "could not end a Langfuse generation")
+                self._end_if_open(generation)
             return generation
 
         _adjust_final_update(generation, adjust)
+
+    def _end_if_open(self, generation: Any) -> None:
+        """End a generation a failure left open, with what it has."""
+        try:
+            span = getattr(generation, "_otel_span", None)
+            if span is not None and span.is_recording():
+                generation.end()
+        except Exception:
+            log_exception_once(self._logged, "end-if-open", "could not end a Langfuse generation")
 
 
 def _last_generation(response: LLMResult) -> Any:

@@ -18,6 +18,7 @@ from langchain_openrouter import ChatOpenRouter
 from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
 
 from langfuse_openrouter_callbacks import PriceCatalog
+from langfuse_openrouter_callbacks import langchain as langchain_module
 from langfuse_openrouter_callbacks.langchain import CallbackHandler
 from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, SONNET, BrokenCatalog
 from tests.support.openrouter_server import (
@@ -360,6 +361,56 @@ def test_other_providers_are_recorded_exactly_as_langfuse_records_them(
     (ours,) = exported_generations(langfuse_client, otlp_receiver)
     assert "openrouter" not in ours.metadata
     assert _attributes_without_ids(ours) == _attributes_without_ids(theirs)
+
+
+_OUR_FIELDS = (
+    "langfuse.observation.usage_details",
+    "langfuse.observation.cost_details",
+    "langfuse.observation.metadata.openrouter",
+)
+
+
+def test_openrouter_calls_differ_from_langfuses_record_only_in_our_fields(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    """Our `on_llm_end` mirrors Langfuse's step for step: output, input, model, name, trace, all equal."""
+    llm = chat_openai(openrouter)
+    llm.invoke("hello", config={"callbacks": [LangfuseCallbackHandler()], "metadata": {"app": "x"}})
+    (theirs,) = exported_generations(langfuse_client, otlp_receiver)
+    otlp_receiver.clear()
+    llm.invoke(
+        "hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)], "metadata": {"app": "x"}}
+    )
+    (ours,) = exported_generations(langfuse_client, otlp_receiver)
+
+    def without_ours(span: ExportedSpan) -> dict[str, Any]:
+        return {k: v for k, v in _attributes_without_ids(span).items() if k not in _OUR_FIELDS}
+
+    assert without_ours(ours) == without_ours(theirs)
+    assert ours.name == theirs.name and ours.attributes["langfuse.observation.output"]
+    assert_cached_call(ours, cost_source="openrouter", total=0.0241)
+
+
+def test_a_langfuse_whose_on_llm_end_is_not_mirrored_gets_the_same_fields_another_way(
+    openrouter, catalog, langfuse_client, otlp_receiver, monkeypatch
+) -> None:
+    """Another Langfuse 5.x `on_llm_end`: ours hands its fields to that one's final update instead."""
+    llm = chat_openai(openrouter)
+    llm.invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    (mirrored,) = exported_generations(langfuse_client, otlp_receiver)
+    otlp_receiver.clear()
+    monkeypatch.setattr(langchain_module, "_MIRRORS_LANGFUSE_ON_LLM_END", False)
+    handler = CallbackHandler(price_catalog=catalog, savings_score=True)
+    llm.invoke("hello", config={"callbacks": [handler]})
+    (handed,) = exported_generations(langfuse_client, otlp_receiver)
+    assert handed.usage_details == mirrored.usage_details == EXPECTED_USAGE
+    assert handed.cost_details == pytest.approx(mirrored.cost_details)
+    assert handed.metadata["openrouter"]["generation_id"] != mirrored.metadata["openrouter"]["generation_id"]
+    for key in ("reported_cost", "cache_savings_usd", "cost_source", "pricing_source"):
+        assert handed.metadata["openrouter"][key] == mirrored.metadata["openrouter"][key]
+    assert not handler._runs and not handler._calls  # nothing left behind
+    savings = mirrored.metadata["openrouter"]["cache_savings_usd"]
+    assert [s["value"] for s in otlp_receiver.scores()] == [pytest.approx(savings)]
 
 
 def test_llm_errors_are_recorded_as_langfuse_records_them(
