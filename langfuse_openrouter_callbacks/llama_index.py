@@ -38,6 +38,7 @@ from ._enrich import (
     enrich,
     has_openrouter_markers,
     is_openrouter_url,
+    record_on_observation,
     record_savings_score,
 )
 from ._log import log_exception_once
@@ -322,6 +323,14 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
                 "could not record OpenRouter cost on a Langfuse generation; it keeps its other data",
             )
         observation = record.observation.update(**fields)
+        if enrichment is not None:
+            try:
+                record_on_observation(observation, enrichment)
+            except Exception:
+                log_exception_once(
+                    self._logged, "usage", "could not record OpenRouter cost on a Langfuse generation"
+                )
+                enrichment = None
         if enrichment is None:
             observation.end(end_time=ended_at)
             return
@@ -363,13 +372,10 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
         fields: dict[str, Any] = {}
         if usage.model:
             fields["model"] = usage.model
-        if record.openrouter or has_openrouter_markers(usage):
-            enrichment = enrich(usage, self.price_catalog, requested_model=record.requested_model)
-            fields["usage_details"] = enrichment.usage_details
-            if enrichment.cost_details:
-                fields["cost_details"] = enrichment.cost_details
-            fields["metadata"] = enrichment.metadata
-            return fields, enrichment
+        if record.openrouter or has_openrouter_markers(
+            usage
+        ):  # usage, cost, metadata: `record_on_observation`
+            return fields, enrich(usage, self.price_catalog, requested_model=record.requested_model)
         # another provider: its token counts, priced by Langfuse as usual
         fields["usage_details"] = to_langfuse(usage, compute_cost(usage, None))[0]
         return fields, None
