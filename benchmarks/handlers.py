@@ -138,8 +138,36 @@ def capture_llama_index(base_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return seen["start"], seen["end"]
 
 
+def as_another_provider(
+    start_payload: dict[str, Any], end_payload: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The same call as if another provider (OpenAI) had answered it: the same token counts, without
+    what only OpenRouter sends (cost, BYOK flag, `gen-` id, provider). The handler records its usage the
+    way Langfuse records any provider's (`update(usage_details=...)`), and prices nothing itself."""
+    from llama_index.core.callbacks.schema import EventPayload
+    from openai.types import CompletionUsage
+
+    serialized = {**start_payload[EventPayload.SERIALIZED], "class_name": "OpenAI_LLM"}
+    serialized.update({k: "https://api.openai.com/v1" for k in ("api_base", "base_url") if k in serialized})
+    response = end_payload[EventPayload.RESPONSE]
+    usage = response.raw.usage
+    plain_usage = CompletionUsage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        prompt_tokens_details=usage.prompt_tokens_details,
+        completion_tokens_details=usage.completion_tokens_details,
+    )
+    raw = response.raw.model_copy(update={"usage": plain_usage, "id": "chatcmpl-bench"})
+    raw.__pydantic_extra__ = {}  # no `provider`
+    return (
+        {**start_payload, EventPayload.SERIALIZED: serialized},
+        {**end_payload, EventPayload.RESPONSE: response.model_copy(update={"raw": raw})},
+    )
+
+
 def without_usage(end_payload: dict[str, Any]) -> dict[str, Any]:
-    """The same end payload, its raw `ChatCompletion` without any usage: what plain recording gets."""
+    """The same end payload, its raw `ChatCompletion` without any usage: recording output only."""
     from llama_index.core.callbacks.schema import EventPayload
 
     response = end_payload[EventPayload.RESPONSE]
@@ -241,59 +269,28 @@ def profile(label: str, block: Any, top: int = 25) -> None:
 def _variants(catalog: Any) -> dict[str, Any]:
     """Diagnostic variants of our LangChain handler (not the package's code): what each part costs."""
     from langfuse_openrouter_callbacks.langchain import CallbackHandler
-    from langfuse_openrouter_callbacks.langfuse_fields import otel_attributes
 
     class ComputeOnly(CallbackHandler):
-        """Reads, prices and maps the usage, then records nothing of it: the compute share."""
+        """Reads and prices the usage, then lets Langfuse's own `on_llm_end` record the call: the
+        compute share (Langfuse's reading of the usage included, which ours otherwise replaces)."""
 
-        def _record(self, *args: Any, **kwargs: Any) -> None:
-            pass
+        def _enrichment(self, response: Any, call: Any) -> Any:
+            super()._enrichment(response, call)
+            return None
 
-    class OneUpdate(CallbackHandler):
-        """Records the same fields, but its own `update(metadata=...)` is held back and merged into
-        Langfuse's final update: one update instead of two."""
+    class RecordOnly(CallbackHandler):
+        """Records the fields of an enrichment computed once beforehand: the recording share."""
 
-        def _record(self, run_id: Any, *args: Any, **kwargs: Any) -> None:
-            generation = self._runs.get(run_id)
-            if generation is None:
-                return
-            held: dict[str, Any] = {}
-            real_update = type(generation).update
+        computed: Any = None
 
-            def deferring(**fields: Any) -> Any:
-                if set(fields) == {"metadata"} and not held:
-                    held.update(fields)
-                    return generation
-                generation.__dict__.pop("update", None)
-                return real_update(generation, **{**held, **fields})
-
-            generation.update = deferring
-            super()._record(run_id, *args, **kwargs)
-
-    class DirectMetadata(CallbackHandler):
-        """Records the same fields, the metadata set on the OTel span directly (`otel_attributes`, JSON)
-        instead of through Langfuse's `update` (which also scans it for media and applies a mask)."""
-
-        def _record(self, run_id: Any, *args: Any, **kwargs: Any) -> None:
-            generation = self._runs.get(run_id)
-            if generation is None:
-                return
-            real_update = type(generation).update
-
-            def direct(**fields: Any) -> Any:
-                generation.__dict__.pop("update", None)
-                if set(fields) == {"metadata"}:
-                    generation._otel_span.set_attributes(otel_attributes(metadata=fields["metadata"]))
-                    return generation
-                return real_update(generation, **fields)
-
-            generation.update = direct
-            super()._record(run_id, *args, **kwargs)
+        def _enrichment(self, response: Any, call: Any) -> Any:
+            if self.computed is None:
+                self.computed = super()._enrichment(response, call)
+            return self.computed
 
     return {
         "compute only": ComputeOnly(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog),
-        "one update": OneUpdate(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog),
-        "direct metadata": DirectMetadata(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog),
+        "record only": RecordOnly(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog),
     }
 
 
@@ -307,13 +304,15 @@ def diagnosis(
     rounds: int,
     per_block: int,
 ) -> list[Row]:
-    """Where the added time goes: each step of the enrichment on its own (µs per call), and diagnostic
-    variants of our handler timed in place, interleaved with Langfuse's handler."""
+    """Where the added time goes: each step of the enrichment on its own (µs per call, warm caches),
+    and diagnostic variants of our handler timed in place, interleaved with Langfuse's handler."""
+    from langfuse.langchain.CallbackHandler import _parse_usage
     from llama_index.core.callbacks.schema import EventPayload
 
     from langfuse_openrouter_callbacks import OpenRouterUsage
     from langfuse_openrouter_callbacks._enrich import enrich
     from langfuse_openrouter_callbacks.langchain import CallbackHandler
+    from langfuse_openrouter_callbacks.langfuse_fields import generation_attributes
 
     from ._common import per_call_us
 
@@ -321,22 +320,7 @@ def diagnosis(
     metadata = {**lc_response.llm_output, **message.response_metadata}
     usage = OpenRouterUsage.from_langchain(message.usage_metadata, metadata, model=MODEL)
     raw = li_end[EventPayload.RESPONSE].raw
-    enrichment = enrich(usage, catalog, requested_model=MODEL)
-    (serialized, messages), start_kwargs = lc_start
-
-    def metadata_update() -> float:  # the extra `update(metadata=...)` on a live Langfuse generation
-        total, n = 0, 100
-        for _ in range(n):
-            run_id = uuid.uuid4()
-            theirs.on_chat_model_start(
-                serialized, messages, run_id=run_id, parent_run_id=None, **start_kwargs
-            )
-            generation = theirs._runs[run_id]
-            t0 = time.perf_counter_ns()
-            generation.update(metadata=enrichment.metadata)
-            total += time.perf_counter_ns() - t0
-            theirs.on_llm_end(lc_response, run_id=run_id, parent_run_id=None, **lc_end_kwargs)
-        return total / n / 1000
+    breakdown = enrich(usage, catalog, requested_model=MODEL).breakdown
 
     steps = interleaved(
         {
@@ -345,7 +329,8 @@ def diagnosis(
             ),
             "from_openrouter": per_call_us(lambda: OpenRouterUsage.from_openrouter(raw), 500),
             "enrich": per_call_us(lambda: enrich(usage, catalog, requested_model=MODEL), 500),
-            "metadata_update": metadata_update,
+            "attributes": per_call_us(lambda: generation_attributes(usage, breakdown), 500),
+            "langfuse_parse_usage": per_call_us(lambda: _parse_usage(lc_response), 500),
         },
         rounds,
     )
@@ -378,29 +363,25 @@ def diagnosis(
             "  OpenRouterUsage.from_openrouter(ChatCompletion) (LlamaIndex)",
             step["from_openrouter"].fmt("µs", 1),
         ),
-        Row(NAME, "  enrich = pricing_for + compute_cost + to_langfuse", step["enrich"].fmt("µs", 1)),
+        Row(NAME, "  enrich = pricing_for + compute_cost", step["enrich"].fmt("µs", 1)),
+        Row(NAME, "  generation_attributes (the span attributes)", step["attributes"].fmt("µs", 1)),
         Row(
             NAME,
-            "  Langfuse generation.update(metadata=...) (LangChain's 2nd update)",
-            step["metadata_update"].fmt("µs", 1),
+            "  Langfuse's _parse_usage (done by its handler; ours does not repeat it)",
+            step["langfuse_parse_usage"].fmt("µs", 1),
         ),
         Row(NAME, "in place, LangChain on_llm_end (µs; ratio to Langfuse's):", ""),
         Row(NAME, "  Langfuse's handler", place["langfuse"].fmt("µs", 1)),
         Row(NAME, "  ours", f"{place['ours'].fmt('µs', 1)}; {ratio['ours'].median:.2f}x"),
         Row(
             NAME,
-            "  ours computing but recording nothing (diagnostic)",
+            "  ours computing, then Langfuse's own recording (diagnostic)",
             f"{place['compute only'].fmt('µs', 1)}; {ratio['compute only'].median:.2f}x",
         ),
         Row(
             NAME,
-            "  ours with the metadata in the final update (diagnostic)",
-            f"{place['one update'].fmt('µs', 1)}; {ratio['one update'].median:.2f}x",
-        ),
-        Row(
-            NAME,
-            "  ours with the metadata set on the span directly (diagnostic)",
-            f"{place['direct metadata'].fmt('µs', 1)}; {ratio['direct metadata'].median:.2f}x",
+            "  ours recording an enrichment computed beforehand (diagnostic)",
+            f"{place['record only'].fmt('µs', 1)}; {ratio['record only'].median:.2f}x",
         ),
     ]
 
@@ -434,7 +415,8 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
     try:
         lc_start_args, lc_start_kwargs, lc_response, lc_end_kwargs = capture_langchain(openrouter.base_url)
         li_start, li_end = capture_llama_index(openrouter.base_url)
-        li_plain = without_usage(li_end)
+        li_other_start, li_other_end = as_another_provider(li_start, li_end)
+        li_bare = without_usage(li_end)
 
         ours = CallbackHandler(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog)
         theirs = LangfuseCallbackHandler(public_key=BENCH_PUBLIC_KEY)
@@ -451,11 +433,11 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
                 handler, lc_start, lc_response, lc_end_kwargs, per_block, profiler, starts[id(handler)]
             )
 
-        def li_block(payload: dict[str, Any]) -> Any:
-            return lambda profiler=None: llama_index_block(li, li_start, payload, per_block, profiler)
+        def li_block(payload: dict[str, Any], start: dict[str, Any] = li_start) -> Any:
+            return lambda profiler=None: llama_index_block(li, start, payload, per_block, profiler)
 
         # warm-up: imports, caches, the first span of each kind
-        for block in (lc(ours), lc(theirs), li_block(li_end), li_block(li_plain)):
+        for block in (lc(ours), lc(theirs), li_block(li_end), li_block(li_other_end, li_other_start)):
             block()
         for figures in starts.values():
             figures.clear()
@@ -476,7 +458,8 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
         li_times = interleaved(
             {
                 "enriched": exported.wrap("li enriched", li_block(li_end), per_block),
-                "plain": exported.wrap("li plain", li_block(li_plain), per_block),
+                "plain": exported.wrap("li plain", li_block(li_other_end, li_other_start), per_block),
+                "bare": exported.wrap("li bare", li_block(li_bare), per_block),
             },
             rounds,
         )
@@ -487,10 +470,11 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
             profile("LangChain on_llm_end, ours", lc(ours))
             profile("LangChain on_llm_end, Langfuse's", lc(theirs))
             profile("LlamaIndex on_event_end, enriched", li_block(li_end))
-            profile("LlamaIndex on_event_end, plain", li_block(li_plain))
+            profile("LlamaIndex on_event_end, plain", li_block(li_other_end, li_other_start))
             client.flush()
 
-        def enriched(spans: list[Any]) -> tuple[int, int]:
+        def enriched(spans: list[Any]) -> tuple[int, int, int]:
+            """Generations; those with OpenRouter's cost; those with token usage but no OpenRouter fields."""
             generations = [g for g in (read_generation(s.attributes) for s in spans) if g is not None]
             with_cost = [
                 g
@@ -499,16 +483,20 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
                 and g.usage_details.get("input_cache_creation")
                 and g.cost_details.get("total")
             ]
-            return len(generations), len(with_cost)
+            usage_only = [
+                g for g in generations if g.usage_details.get("input_cache_read") and not g.openrouter
+            ]
+            return len(generations), len(with_cost), len(usage_only)
 
         events = rounds * per_block
-        lc_gens, lc_enriched = enriched(lc_spans)
-        li_gens, li_enriched = enriched(li_spans)
+        lc_gens, lc_enriched, _ = enriched(lc_spans)
+        li_gens, li_enriched, li_usage_only = enriched(li_spans)
 
         lc_ratio = Stats.of(ratios(lc_times["ours"], lc_times["langfuse"]))
         li_ratio = Stats.of(ratios(li_times["enriched"], li_times["plain"]))
         ours_s, theirs_s = Stats.of(lc_times["ours"]), Stats.of(lc_times["langfuse"])
         rich_s, plain_s = Stats.of(li_times["enriched"]), Stats.of(li_times["plain"])
+        bare_s = Stats.of(li_times["bare"])
         export = {k: Stats.of(v) for k, v in exported.us_per_event.items()}
         rows = [
             Row(
@@ -529,7 +517,7 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
             ),
             Row(
                 NAME,
-                "LlamaIndex on_event_end ratio enriched / plain",
+                "LlamaIndex on_event_end ratio enriched / plain (usage as for any provider)",
                 li_ratio.fmt("x"),
                 f"<= {TARGET_RATIO}",
                 li_ratio.median <= TARGET_RATIO,
@@ -537,6 +525,7 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
             ),
             Row(NAME, "LlamaIndex on_event_end, enriched", rich_s.fmt("µs", 1), number=rich_s.median),
             Row(NAME, "LlamaIndex on_event_end, plain", plain_s.fmt("µs", 1), number=plain_s.median),
+            Row(NAME, "LlamaIndex on_event_end, no usage at all (information)", bare_s.fmt("µs", 1)),
             Row(
                 NAME,
                 "LlamaIndex added per call",
@@ -568,9 +557,16 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
             Row(
                 NAME,
                 "generations received with OpenRouter cost (LlamaIndex enriched)",
-                f"{li_enriched} of {events} ({li_gens} generations from both)",
+                f"{li_enriched} of {events} ({li_gens} generations from all three)",
                 f"= {events}",
-                li_enriched == events and li_gens == 2 * events,
+                li_enriched == events and li_gens == 3 * events,
+            ),
+            Row(
+                NAME,
+                "generations received with token usage, no OpenRouter fields (LlamaIndex plain)",
+                f"{li_usage_only} of {events}",
+                f"= {events}",
+                li_usage_only == events,
             ),
         ]
         if show_profile or lc_ratio.median > TARGET_RATIO or li_ratio.median > TARGET_RATIO:
