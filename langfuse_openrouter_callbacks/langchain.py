@@ -252,7 +252,7 @@ class CallbackHandler(LangfuseCallbackHandler):
             log_exception_once(
                 self._logged, "on_llm_end", "could not record an OpenRouter call on its Langfuse generation"
             )
-            self._end_if_open(generation)
+            self._end_if_open(generation, run_id)
         finally:
             self._updated_completion_start_time_memo.discard(run_id)
             if parent_run_id is None:
@@ -314,9 +314,11 @@ class CallbackHandler(LangfuseCallbackHandler):
 
         _adjust_final_update(generation, adjust)
 
-    def _end_if_open(self, generation: Any) -> None:
-        """End a generation a failure left open, with what it has."""
+    def _end_if_open(self, generation: Any, run_id: UUID | None = None) -> None:
+        """End a generation a failure left open, with what it has (detaching it first if need be)."""
         try:
+            if generation is None and run_id is not None:
+                generation = self._detach_observation(run_id)
             span = getattr(generation, "_otel_span", None)
             if span is not None and span.is_recording():
                 generation.end()

@@ -83,6 +83,36 @@ def test_langchain_end_event_with_junk_never_raises_and_exports_sane_numbers(
     assert handler._calls == {}
 
 
+@pytest.mark.parametrize("generations", [[], [[]]], ids=["no-generations", "empty-generation-list"])
+def test_langchain_result_without_a_generation_still_ends_the_generation(
+    langfuse_session, generations: list
+) -> None:
+    """OpenRouter usage to record but no generation to take the output from: Langfuse's own step
+    fails there; the generation is still ended and exported, nothing is left behind."""
+    client, receiver = langfuse_session.ensure(), langfuse_session.receiver
+    client.flush()
+    receiver.reset()
+    handler = CallbackHandler(price_catalog=PriceCatalog({REQUESTED: SONNET}, offline=True))
+    run_id = uuid.uuid4()
+    handler.on_chat_model_start(
+        {"id": ["langchain", "chat_models", "openrouter", "ChatOpenRouter"], "kwargs": {}},
+        [[]],
+        run_id=run_id,
+        invocation_params={"model": REQUESTED},
+    )
+    usage = {"prompt_tokens": 100, "completion_tokens": 5, "cost": 0.0004, "is_byok": False}
+    result = LLMResult(generations=generations, llm_output={"token_usage": usage, "id": "gen-1"})
+    logging.disable(logging.CRITICAL)
+    try:
+        handler.on_llm_end(result, run_id=run_id)
+    finally:
+        logging.disable(logging.NOTSET)
+    client.flush()
+    (generation,) = receiver.generations()
+    assert generation.end_time_unix_nano
+    assert handler._runs == {} and handler._calls == {}
+
+
 @few
 @given(raw=usage_like)
 def test_llama_index_end_event_with_junk_never_raises_and_exports_sane_numbers(
