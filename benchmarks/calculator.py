@@ -195,7 +195,7 @@ def run(quick: bool) -> list[Row]:
         ),
         Row(
             NAME,
-            "pricing_for + compute_cost + to_langfuse (what a handler adds)",
+            "enrich = pricing_for + compute_cost (what a handler adds after reading)",
             e["enrich"].fmt("µs"),
             number=e["enrich"].median,
         ),
