@@ -22,7 +22,6 @@ from uuid import UUID
 
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
-from langfuse.langchain.CallbackHandler import _extract_raw_response, _parse_model
 
 from ._enrich import (
     Enrichment,
@@ -70,9 +69,14 @@ _LANGFUSE_ON_LLM_END_NAMES = frozenset(
         "_reset",
     }
 )
-_MIRRORS_LANGFUSE_ON_LLM_END = (
-    frozenset(LangfuseCallbackHandler.on_llm_end.__code__.co_names) == _LANGFUSE_ON_LLM_END_NAMES
-)
+try:
+    from langfuse.langchain.CallbackHandler import _extract_raw_response, _parse_model
+except ImportError:  # another Langfuse: not mirrored
+    _MIRRORS_LANGFUSE_ON_LLM_END = False
+else:
+    _MIRRORS_LANGFUSE_ON_LLM_END = (
+        frozenset(LangfuseCallbackHandler.on_llm_end.__code__.co_names) == _LANGFUSE_ON_LLM_END_NAMES
+    )
 
 
 @dataclass(frozen=True, slots=True)
