@@ -162,7 +162,7 @@ class CallbackHandler(LangfuseCallbackHandler):
             self._hand_to_final_update(run_id, enrichment, requested_model)
         result = super().on_llm_end(response, run_id=run_id, parent_run_id=parent_run_id, **kwargs)
         if run_id in self._runs:  # Langfuse's own on_llm_end failed before ending the generation
-            self._end_left_open(run_id, response)
+            self._end_left_open(run_id=run_id, output=getattr(_last_generation(response), "text", None))
         return result
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
@@ -186,12 +186,24 @@ class CallbackHandler(LangfuseCallbackHandler):
         if generation is not None:
             _adjust_final_update(generation, adjust)
 
-    def _end_left_open(self, run_id: UUID, response: LLMResult) -> None:
-        """End, with what is known, a generation Langfuse's handler failed to end (bad usage crashes it)."""
+    def _end_left_open(
+        self,
+        generation: Any = None,
+        *,
+        run_id: UUID | None = None,
+        output: Any = None,
+        end_time: int | None = None,
+    ) -> None:
+        """End, with what is known, a generation a failure left open (Langfuse's `on_llm_end` crashes
+        on bad usage, or ours failed): detached first when only its run is known, `output` set if given."""
         try:
-            generation = self._detach_observation(run_id)
-            if generation is not None:
-                generation.update(output=getattr(_last_generation(response), "text", None)).end()
+            if generation is None and run_id is not None:
+                generation = self._detach_observation(run_id)
+            span = getattr(generation, "_otel_span", None)
+            if span is not None and span.is_recording():
+                if output is not None:
+                    generation.update(output=output)
+                generation.end(end_time=end_time)
         except Exception:
             log_exception_once(self._logged, "end-left-open", "could not end a Langfuse generation")
 
@@ -256,7 +268,7 @@ class CallbackHandler(LangfuseCallbackHandler):
             log_exception_once(
                 self._logged, "on_llm_end", "could not record an OpenRouter call on its Langfuse generation"
             )
-            self._end_if_open(generation, run_id)
+            self._end_left_open(generation, run_id=run_id)
         finally:
             self._updated_completion_start_time_memo.discard(run_id)
             if parent_run_id is None:
@@ -313,21 +325,10 @@ class CallbackHandler(LangfuseCallbackHandler):
                 self._end(generation, enrichment, requested_model, end_time or time.time_ns())
             except Exception:
                 log_exception_once(self._logged, "end", "could not end a Langfuse generation")
-                self._end_if_open(generation)
+                self._end_left_open(generation, end_time=end_time)
             return generation
 
         _adjust_final_update(generation, adjust)
-
-    def _end_if_open(self, generation: Any, run_id: UUID | None = None) -> None:
-        """End a generation a failure left open, with what it has (detaching it first if need be)."""
-        try:
-            if generation is None and run_id is not None:
-                generation = self._detach_observation(run_id)
-            span = getattr(generation, "_otel_span", None)
-            if span is not None and span.is_recording():
-                generation.end()
-        except Exception:
-            log_exception_once(self._logged, "end-if-open", "could not end a Langfuse generation")
 
 
 def _last_generation(response: LLMResult) -> Any:

@@ -43,9 +43,8 @@ from ._enrich import (
 )
 from ._log import log_exception_once
 from .catalog import PriceCatalog
-from .cost import compute_cost
 from .generation_stats import GenerationStatsFetcher, resolve_fetcher, watch_langfuse_client
-from .langfuse_fields import to_langfuse
+from .langfuse_fields import usage_details
 from .usage import OpenRouterUsage
 
 __all__ = ["LlamaIndexCallbackHandler", "instrument", "set_global_handler", "trace_attributes"]
@@ -372,12 +371,11 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
         fields: dict[str, Any] = {}
         if usage.model:
             fields["model"] = usage.model
-        if record.openrouter or has_openrouter_markers(
-            usage
-        ):  # usage, cost, metadata: `record_on_observation`
+        if record.openrouter or has_openrouter_markers(usage):
+            # usage, cost and metadata go onto the span: `record_on_observation`
             return fields, enrich(usage, self.price_catalog, requested_model=record.requested_model)
         # another provider: its token counts, priced by Langfuse as usual
-        fields["usage_details"] = to_langfuse(usage, compute_cost(usage, None))[0]
+        fields["usage_details"] = usage_details(usage)
         return fields, None
 
 

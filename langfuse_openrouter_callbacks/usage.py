@@ -91,10 +91,6 @@ def _getter(obj: Any) -> Callable[[str], Any]:
 
 def _n(value: Any, name: str, problems: Problems) -> int:
     """A count, 0 when absent or unusable (noted in `problems`)."""
-    if type(value) is int and 0 <= value <= _MAX_TOKENS:
-        return value
-    if value is None:
-        return 0
     return _count(value, name, problems) or 0
 
 
