@@ -35,7 +35,7 @@ from ._enrich import (
 from ._log import log_exception_once
 from .catalog import PriceCatalog
 from .generation_stats import GenerationStatsFetcher, resolve_fetcher, watch_langfuse_client
-from .usage import OpenRouterUsage
+from .usage import MAX_TOKENS, OpenRouterUsage
 
 __all__ = ["CallbackHandler"]
 
@@ -173,12 +173,13 @@ class CallbackHandler(LangfuseCallbackHandler):
     # ------------------------------------------------------------------ internals
 
     def _keep_usage_sane(self, run_id: UUID) -> None:
-        """Langfuse keeps any int-valued usage key, bools and negatives included: drop those."""
+        """Langfuse keeps any int-valued usage key, bools, negatives and absurd sizes included (beyond
+        2**53 its serializer writes them as strings): drop those, by the bound our own reading uses."""
 
         def adjust(fields: dict[str, Any]) -> None:
             usage = fields.get("usage_details")
             if isinstance(usage, Mapping):
-                kept = {k: v for k, v in usage.items() if type(v) is int and v >= 0}
+                kept = {k: v for k, v in usage.items() if type(v) is int and 0 <= v <= MAX_TOKENS}
                 if len(kept) != len(usage):
                     fields["usage_details"] = kept or None
 

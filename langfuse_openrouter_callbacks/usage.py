@@ -18,7 +18,8 @@ from ._log import Problems
 __all__ = ["OpenRouterUsage"]
 
 # Larger values are not counts or charges a real call can have: they are corrupt input.
-_MAX_TOKENS = 10**12
+#: The largest token count taken as real (larger ones are dropped as corrupt).
+MAX_TOKENS = 10**12
 _MAX_USD = Decimal(1_000_000)
 _MAX_USD_FLOAT = 1_000_000.0
 
@@ -96,7 +97,7 @@ def _n(value: Any, name: str, problems: Problems) -> int:
 
 def _count(value: Any, name: str, problems: Problems) -> int | None:
     """A token or request count: a non-negative integral number, else None (and a problem noted)."""
-    if type(value) is int and 0 <= value <= _MAX_TOKENS:  # the usual case, decided at once
+    if type(value) is int and 0 <= value <= MAX_TOKENS:  # the usual case, decided at once
         return value
     if value is None:
         return None
@@ -116,7 +117,7 @@ def _count(value: Any, name: str, problems: Problems) -> int | None:
     if value < 0:
         problems.add(_NEGATIVE, f"{name}={value}")
         return None
-    if value > _MAX_TOKENS:
+    if value > MAX_TOKENS:
         problems.add(_TOO_LARGE, f"{name}={value:.3g}")
         return None
     return value

@@ -13,7 +13,7 @@ from typing import Any
 
 import llama_index.core
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_openai import ChatOpenAI
@@ -53,6 +53,7 @@ def assert_sane(generation: ExportedSpan) -> None:
 
 @few
 @given(response_metadata=usage_like_dicts, llm_output=usage_like_dicts)
+@example(response_metadata={}, llm_output={"usage": {"prompt_tokens": 2**53}})  # Langfuse: a string
 def test_langchain_end_event_with_junk_never_raises_and_exports_sane_numbers(
     langfuse_session, response_metadata: dict, llm_output: dict
 ) -> None:
