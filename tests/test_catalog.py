@@ -186,6 +186,22 @@ def test_endpoint_faults_keep_the_model_level_price(server, tmp_path, caplog) ->
     assert len(caplog.records) == 1 and "endpoint prices" in caplog.records[0].getMessage()
 
 
+def test_a_failed_endpoint_fetch_is_retried_when_its_time_comes(server, tmp_path) -> None:
+    server.set_fault("endpoints", Fault(status=500))
+    catalog = _catalog(server, tmp_path, ttl=0.5)  # failures are retried after min(ttl, 300 s)
+    assert catalog.refresh()
+    assert catalog.pricing_for(SONNET_ID, provider="Amazon Bedrock").source == "models"
+    assert catalog.wait_until_idle(5)
+    assert catalog.pricing_for(SONNET_ID, provider="Amazon Bedrock").source == "models"
+    assert _gets(server, "/endpoints") == 1  # not again at once
+    server.set_fault("endpoints", None)
+    time.sleep(0.6)
+    catalog.pricing_for(SONNET_ID, provider="Amazon Bedrock")  # the first lookup after: fetched again
+    assert catalog.wait_until_idle(5)
+    assert _gets(server, "/endpoints") == 2
+    assert catalog.pricing_for(SONNET_ID, provider="Amazon Bedrock").source == "endpoint:Amazon Bedrock"
+
+
 def test_corrupt_disk_cache_is_ignored_with_a_warning(server, tmp_path, caplog) -> None:
     _catalog(server, tmp_path).refresh()
     (cache_file,) = list(tmp_path.rglob("models.json"))
