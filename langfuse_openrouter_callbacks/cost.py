@@ -135,46 +135,52 @@ def compute_cost(
 
 
 def _compute(u: OpenRouterUsage, pricing: ModelPricing | None, at: datetime | None) -> CostBreakdown:
-    hit_ratio = u.cached_tokens / u.prompt_tokens if u.prompt_tokens else None
+    prompt_tokens, cached, writes = u.prompt_tokens, u.cached_tokens, u.cache_write_tokens
+    hit_ratio = cached / prompt_tokens if prompt_tokens else None
     reported = _reported_total(u)
-    if pricing is None or not pricing.is_priced:
+    if pricing is None or pricing.prompt is None or pricing.completion is None:
         return _unpriced(u, reported, hit_ratio, pricing)
 
-    p = pricing.effective(u.prompt_tokens, at) if pricing.overrides else pricing
-    prompt_price = p.prompt or _ZERO
-    completion_price = p.completion or _ZERO
-    keep = 1 - p.discount
-    uncached = u.prompt_tokens - u.cached_tokens - u.cache_write_tokens
+    p = pricing.effective(prompt_tokens, at) if pricing.overrides else pricing
+    prompt_price, completion_price = p.prompt, p.completion
+    assert prompt_price is not None and completion_price is not None  # overrides only add prices
+    uncached = prompt_tokens - cached - writes
+    reasoning_tokens = u.reasoning_tokens
 
     input_cost = uncached * prompt_price
     if p.audio is not None and u.prompt_audio_tokens:  # audio input at its own price
-        audio_in = min(u.prompt_audio_tokens, uncached)
-        input_cost += audio_in * (p.audio - prompt_price)
-    text_out = u.completion_tokens - u.reasoning_tokens
-    output_cost = _ZERO
+        input_cost += min(u.prompt_audio_tokens, uncached) * (p.audio - prompt_price)
+    text_out = u.completion_tokens - reasoning_tokens
+    output_cost = None
     if p.image_output is not None and u.completion_image_tokens:
         text_out -= u.completion_image_tokens
-        output_cost += u.completion_image_tokens * p.image_output
+        output_cost = u.completion_image_tokens * p.image_output
     if p.audio_output is not None and u.completion_audio_tokens:
         text_out -= u.completion_audio_tokens
-        output_cost += u.completion_audio_tokens * p.audio_output
-    output_cost += max(text_out, 0) * completion_price
-    read_price = prompt_price if p.input_cache_read is None else p.input_cache_read
-    write_price = prompt_price if p.input_cache_write is None else p.input_cache_write
-
-    if keep != 1:
-        input_cost *= keep
-        output_cost *= keep
-    cache_read = u.cached_tokens * read_price * keep
-    cache_creation = u.cache_write_tokens * write_price * keep
-    reasoning = u.reasoning_tokens * completion_price * keep
+        audio_out = u.completion_audio_tokens * p.audio_output
+        output_cost = audio_out if output_cost is None else output_cost + audio_out
+    text_cost = max(text_out, 0) * completion_price
+    output_cost = text_cost if output_cost is None else output_cost + text_cost
+    cache_read = cached * (prompt_price if p.input_cache_read is None else p.input_cache_read)
+    cache_creation = writes * (prompt_price if p.input_cache_write is None else p.input_cache_write)
+    reasoning = reasoning_tokens * completion_price
+    no_cache_cache_part = (cached + writes) * prompt_price
+    if p.discount:  # token prices scaled by (1 - discount); the usual zero skips the multiplications
+        keep = 1 - p.discount
+        input_cost, output_cost = input_cost * keep, output_cost * keep
+        cache_read, cache_creation, reasoning = cache_read * keep, cache_creation * keep, reasoning * keep
+        no_cache_cache_part *= keep
+    computed = input_cost + cache_read + cache_creation + output_cost + reasoning
     request = p.request or _ZERO
-    web_search = u.web_search_requests * p.web_search if p.web_search is not None else _ZERO
-    computed = input_cost + cache_read + cache_creation + output_cost + reasoning + request + web_search
+    if request:
+        computed += request
+    web_search = _ZERO
+    if p.web_search is not None and u.web_search_requests:
+        web_search = u.web_search_requests * p.web_search
+        computed += web_search
 
     other = _ZERO
     delta = None
-    scale = None
     if reported is not None:
         delta = reported - computed
         if delta >= 0:
@@ -200,34 +206,32 @@ def _compute(u: OpenRouterUsage, pricing: ModelPricing | None, at: datetime | No
             )
             output_cost, reasoning = scaled["output"], scaled["output_reasoning"]
             request, web_search = scaled["request"], scaled["web_search"]
+            no_cache_cache_part = (no_cache_cache_part * scale).quantize(_QUANTUM)
         total = reported  # exact by construction
     else:
         if u.is_byok and u.cost is not None:
             other = u.cost  # BYOK fee on top of the computed provider charge
         total = computed + other
 
-    no_cache_cache_part = (u.cached_tokens + u.cache_write_tokens) * prompt_price * keep
-    if scale is not None:
-        no_cache_cache_part = (no_cache_cache_part * scale).quantize(_QUANTUM)
     no_cache_total = total - cache_read - cache_creation + no_cache_cache_part
-    return CostBreakdown(
-        input=input_cost,
-        input_cache_read=cache_read,
-        input_cache_creation=cache_creation,
-        output=output_cost,
-        output_reasoning=reasoning,
-        request=request,
-        web_search=web_search,
-        other=other,
-        total=total,
-        computed_total=computed,
-        reported_total=reported,
-        no_cache_total=no_cache_total,
-        cache_savings=no_cache_total - total,
-        cache_hit_ratio=hit_ratio,
-        source="computed" if reported is None else "openrouter",
-        pricing_source=p.source,
-        reconciliation_delta=delta,
+    return CostBreakdown(  # positional, in field order: this runs once per LLM call
+        input_cost,
+        cache_read,
+        cache_creation,
+        output_cost,
+        reasoning,
+        request,
+        web_search,
+        other,
+        total,
+        computed,
+        reported,
+        no_cache_total,
+        no_cache_total - total,
+        hit_ratio,
+        "computed" if reported is None else "openrouter",
+        p.source,
+        delta,
     )
 
 

@@ -204,15 +204,20 @@ class ModelPricing:
         return self.prompt is not None and self.completion is not None
 
     def effective(self, prompt_tokens: int = 0, at: datetime | None = None) -> ModelPricing:
-        """The prices in force for a call of `prompt_tokens` at `at` (UTC; default now), overrides applied."""
+        """The prices in force for a call of `prompt_tokens` at `at` (UTC; default now), overrides applied.
+
+        Itself when no override applies (the clock is read only when an override has a time window).
+        """
         if not self.overrides:
             return self
-        when = at or datetime.now(timezone.utc)
-        if when.tzinfo is not None:
-            when = when.astimezone(timezone.utc)
-        clock = when.hour * 100 + when.minute
+        clock = 0
+        if any(o.utc_start is not None or o.utc_end is not None for o in self.overrides):
+            when = at or datetime.now(timezone.utc)
+            if when.tzinfo is not None:
+                when = when.astimezone(timezone.utc)
+            clock = when.hour * 100 + when.minute
         merged: dict[str, Decimal] = {}
         for override in self.overrides:
             if override.applies(prompt_tokens, clock):
                 merged.update(override.prices)  # later entries win per key
-        return replace(self, overrides=(), **merged)
+        return replace(self, overrides=(), **merged) if merged else self
