@@ -27,12 +27,13 @@ from .pricing import ModelPricing
 from .usage import OpenRouterUsage
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Enrichment:
     """A call's usage and cost, and the Langfuse fields that record them.
 
     `reported`: what the response said, when `usage` is what a `/generation` record billed;
-    `record`: that record (its fields join the metadata).
+    `record`: that record (its fields join the metadata). A value: treat it as read-only (not frozen,
+    which makes it slower to build, once per LLM call).
     """
 
     usage: OpenRouterUsage
@@ -70,8 +71,7 @@ def enrich(
     at: datetime | None = None,
 ) -> Enrichment:
     """Price `usage` (by the model the response names, then the one requested)."""
-    models = [m for m in (usage.model, requested_model) if m]
-    pricing = catalog.pricing_for(models, provider=usage.provider) if models else None
+    pricing = catalog.pricing_for((usage.model, requested_model), provider=usage.provider)
     return Enrichment(usage, compute_cost(usage, pricing, at=at))
 
 

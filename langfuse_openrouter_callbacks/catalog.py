@@ -31,6 +31,7 @@ DEFAULT_API_BASE = "https://openrouter.ai/api/v1"
 _CACHE_FORMAT = 1
 _RETRY_AFTER_FAILURE = 300.0  # seconds before a failed fetch is tried again
 _MAX_REMEMBERED_MISSES = 4096
+_FOREVER = float("inf")
 
 
 def _default_cache_dir() -> Path:
@@ -97,6 +98,10 @@ class PriceCatalog:
         self._genai_aliases: dict[str, str | None] = {}
         self._failed_at: dict[str, float] = {}
         self._warned: set[str] = set()
+        # pricing_for's answers: (model(s), provider, offline) -> (prices, valid until (time.time()));
+        # dropped whenever prices are installed (`_version` counts the installs).
+        self._answers: dict[tuple[Any, str | None, bool], tuple[ModelPricing | None, float]] = {}
+        self._version = 0
 
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
         self._queued: set[tuple[str, str]] = set()
@@ -123,32 +128,55 @@ class PriceCatalog:
         `model` may be several ids for the same call (the one requested and the dated one the
         response names): each level of the lookup tries them all before the next level.
         """
+        key = (model if isinstance(model, str) else tuple(model or ()), provider, self.offline)
+        known = self._answers.get(key)
+        if known is not None and known[1] > time.time():
+            return known[0]  # the usual case: the same model and provider as an earlier call
+        version = self._version
         candidates = [model] if isinstance(model, str) else [m for m in (model or ()) if isinstance(m, str)]
         candidates = [m for m in candidates if m]
         if not candidates:
             return None
+        found, lasts = self._lookup(candidates, provider)
+        if lasts > 0:
+            with self._lock:
+                if self._version == version:  # nothing was installed meanwhile: the answer is current
+                    if len(self._answers) >= _MAX_REMEMBERED_MISSES:
+                        self._answers = {}
+                    self._answers[key] = (found, time.time() + lasts)
+        return found
+
+    def _lookup(self, candidates: list[str], provider: str | None) -> tuple[ModelPricing | None, float]:
+        """The prices for `pricing_for`, and how long (s) the answer stands unless prices are installed
+        meanwhile: 0 while the lookup is still waiting for prices (fetches queued, or failed)."""
         for m in candidates:
             found = self._override_for(m)
             if found is not None:
-                return found
+                return found, _FOREVER
+        settled = True
+        lasts = _FOREVER
         if not self.offline:
             self._load_from_disk_once()
             self._refresh_models_if_stale()
+            fetched = self._models_fetched_at
+            settled = fetched is not None
+            lasts = fetched + self.ttl - time.time() if fetched is not None else 0.0
             ids = [i for i in (self._resolve(m) for m in candidates) if i is not None]
             if provider:
                 for model_id in ids:
                     found = self._endpoint_pricing(model_id, provider)
                     if found is not None:
-                        return found
+                        return found, lasts
+                    settled = settled and model_id in self._endpoints
             for model_id in ids:
                 found = self._models.get(model_id)
                 if found is not None:
-                    return found
+                    return found, lasts if settled else 0.0
         for m in candidates:
             found = self._fallback_for(m)
             if found is not None:
-                return found
-        return None
+                return found, lasts if settled else 0.0
+        return None, lasts if settled else 0.0
 
     def preload(self) -> None:
         """Load the disk copy and the offline data, and refresh if stale, on the background thread.
@@ -374,6 +402,7 @@ class PriceCatalog:
             )
         with self._lock:
             self._models, self._aliases, self._models_fetched_at = models, aliases, fetched_at
+            self._forget_answers()
 
     def _install_endpoints(self, model_id: str, entries: list[dict[str, Any]]) -> None:
         by_provider: dict[str, ModelPricing] = {}
@@ -394,6 +423,12 @@ class PriceCatalog:
                 by_provider.setdefault(_provider_key(str(name)), pricing)
         with self._lock:
             self._endpoints[model_id] = by_provider
+            self._forget_answers()
+
+    def _forget_answers(self) -> None:
+        """Called with the lock held, when prices change: earlier answers may be stale."""
+        self._version += 1
+        self._answers = {}
 
     # ------------------------------------------------------------------ disk cache
 

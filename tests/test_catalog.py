@@ -202,6 +202,26 @@ def test_a_failed_endpoint_fetch_is_retried_when_its_time_comes(server, tmp_path
     assert catalog.pricing_for(SONNET_ID, provider="Amazon Bedrock").source == "endpoint:Amazon Bedrock"
 
 
+def test_a_remembered_answer_gives_way_to_new_prices_and_to_its_ttl(server, tmp_path) -> None:
+    catalog = _catalog(server, tmp_path, ttl=1.0)
+    assert catalog.refresh()
+    catalog.pricing_for(SONNET_ID, provider="Anthropic")
+    assert catalog.wait_until_idle(5)  # the endpoints are known: answers from here on are remembered
+    for provider in ("Anthropic", "Nowhere"):
+        assert catalog.pricing_for(SONNET_ID, provider=provider) is catalog.pricing_for(
+            SONNET_ID, provider=provider
+        )
+    server.set_models([model_entry(SONNET_ID, {**MODEL_PRICING, "prompt": "0.000004"})])
+    assert catalog.refresh()  # new prices installed: no earlier answer stands
+    assert catalog.pricing_for(SONNET_ID, provider="Nowhere").prompt == Decimal("0.000004")
+    model_lists = [r for r in server.requests if r.path.endswith("/models")]
+    assert len(model_lists) == 2
+    time.sleep(1.1)  # past the ttl: the next lookup refreshes the list behind the scenes
+    catalog.pricing_for(SONNET_ID, provider="Nowhere")
+    assert catalog.wait_until_idle(5)
+    assert len([r for r in server.requests if r.path.endswith("/models")]) == 3
+
+
 def test_corrupt_disk_cache_is_ignored_with_a_warning(server, tmp_path, caplog) -> None:
     _catalog(server, tmp_path).refresh()
     (cache_file,) = list(tmp_path.rglob("models.json"))
