@@ -90,6 +90,23 @@ def _getter(obj: Any) -> Callable[[str], Any]:
     return lambda key: _get(obj, key)
 
 
+_NOTHING: dict[str, Any] = {}  # read-only: what a missing object reads as
+
+
+def _fields(obj: Any) -> dict[str, Any] | None:
+    """All of `obj`'s keys at once, when it is a plain dict or a pydantic model (declared fields, then
+    extras), `{}` for None; None for anything else, which is read key by key (`_getter`)."""
+    if type(obj) is dict:
+        return obj
+    if obj is None:
+        return _NOTHING
+    fields = getattr(obj, "__dict__", None)
+    if type(fields) is dict and _is_pydantic(type(obj)):
+        extra = getattr(obj, "__pydantic_extra__", None)
+        return {**extra, **fields} if type(extra) is dict and extra else fields
+    return None
+
+
 def _n(value: Any, name: str, problems: Problems) -> int:
     """A count, 0 when absent or unusable (noted in `problems`)."""
     return _count(value, name, problems) or 0
@@ -209,6 +226,12 @@ class OpenRouterUsage:
         Accepts dicts and openai-SDK objects (OpenRouter's extra fields live in `model_extra`).
         Never raises: malformed values are dropped with one warning per kind of problem.
         """
+        try:
+            usage = cls._read_usual_openrouter(obj)
+        except Exception:
+            usage = None
+        if usage is not None:
+            return usage
         problems = Problems("OpenRouter usage")
         try:
             usage = cls._read_openrouter(obj, problems)
@@ -229,6 +252,12 @@ class OpenRouterUsage:
         (`input_token_details.cache_read/.cache_creation`, `output_token_details.reasoning`) fills
         the rest, and ChatOpenRouter's `cost`/`cost_details`/`id` are taken from the metadata.
         """
+        try:
+            usage = cls._read_usual_langchain(usage_metadata, response_metadata, model)
+        except Exception:
+            usage = None
+        if usage is not None:
+            return usage
         problems = Problems("LangChain usage")
         try:
             usage = cls._read_langchain(usage_metadata, response_metadata, model, problems)
@@ -240,6 +269,138 @@ class OpenRouterUsage:
         return usage
 
     # ------------------------------------------------------------------ internals
+
+    # The usual shapes (plain dicts or pydantic models, every value valid) are read at once by the
+    # `_read_usual_*` readers, which give None for anything else: the careful readers below then read
+    # it key by key and say what was wrong. Both give the same result where the usual ones answer.
+
+    @classmethod
+    def _read_usual_openrouter(cls, obj: Any) -> OpenRouterUsage | None:
+        response = _fields(obj)
+        if not response:
+            return None
+        get = response.get
+        if (
+            get("total_cost") is not None
+            or get("native_tokens_prompt") is not None
+            or get("data") is not None
+        ):
+            return None  # a /generation record, or wrapped in "data"
+        usage = get("usage")
+        if usage is None:
+            return None if get("choices") is not None else cls._read_usual_usage(response, None, None, None)
+        return cls._read_usual_usage(usage, _text(get("id")), _text(get("provider")), _text(get("model")))
+
+    @classmethod
+    def _read_usual_langchain(
+        cls, usage_metadata: Any, metadata: Any, model: str | None
+    ) -> OpenRouterUsage | None:
+        fields = _fields(metadata)
+        if not fields or (usage_metadata is not None and not _is_object(usage_metadata)):
+            return None
+        get = fields.get
+        raw = _fields(get("token_usage"))  # ChatOpenAI: OpenRouter's usage dict, verbatim
+        if not raw or raw.get("prompt_tokens") is None:
+            return None
+        model = _text(get("model_name")) or _text(get("model")) or model
+        return cls._read_usual_usage(raw, _text(get("id")), _text(get("provider")), model)
+
+    @classmethod
+    def _read_usual_usage(
+        cls, usage: Any, generation_id: str | None, provider: str | None, model: str | None
+    ) -> OpenRouterUsage | None:
+        fields = _fields(usage)
+        if fields is None:
+            return None
+        get = fields.get
+        prompt = _fields(get("prompt_tokens_details"))
+        completion = _fields(get("completion_tokens_details"))
+        costs = _fields(get("cost_details"))
+        tools = _fields(get("server_tool_use_details"))
+        if prompt is None or completion is None or costs is None or tools is None:
+            return None
+        counts = (
+            get("prompt_tokens"),
+            get("completion_tokens"),
+            get("total_tokens"),
+            prompt.get("cached_tokens"),
+            prompt.get("cache_write_tokens"),
+            completion.get("reasoning_tokens"),
+            prompt.get("audio_tokens"),
+            prompt.get("video_tokens"),
+            completion.get("audio_tokens"),
+            completion.get("image_tokens"),
+            tools.get("web_search_requests"),
+        )
+        for value in counts:
+            if value is not None and not (type(value) is int and 0 <= value <= MAX_TOKENS):
+                return None
+        money = (
+            get("cost"),
+            costs.get("upstream_inference_cost"),
+            costs.get("upstream_inference_prompt_cost"),
+            costs.get("upstream_inference_completions_cost"),
+        )
+        for value in money:
+            if value is not None and not (
+                (type(value) is float and 0 < value <= _MAX_USD_FLOAT)
+                or (type(value) is int and 0 <= value <= _MAX_USD_FLOAT)
+            ):
+                return None
+        is_byok = get("is_byok")
+        if is_byok is not None and type(is_byok) is not bool:
+            return None
+        (
+            prompt_tokens,
+            completion_tokens,
+            total_tokens,
+            cached,
+            writes,
+            reasoning,
+            prompt_audio,
+            prompt_video,
+            completion_audio,
+            completion_image,
+            searches,
+        ) = counts
+        prompt_tokens, completion_tokens = prompt_tokens or 0, completion_tokens or 0
+        cached, writes, reasoning = cached or 0, writes or 0, reasoning or 0
+        prompt_audio, prompt_video = prompt_audio or 0, prompt_video or 0
+        completion_audio, completion_image = completion_audio or 0, completion_image or 0
+        if not (
+            cached + writes <= prompt_tokens
+            and prompt_audio <= prompt_tokens
+            and prompt_video <= prompt_tokens
+            and reasoning <= completion_tokens
+            and completion_audio <= completion_tokens
+            and completion_image <= completion_tokens
+        ):
+            return None  # contradictory: clamped, with a warning, by the careful reader
+        cost, upstream, upstream_prompt, upstream_completions = money
+        reported = None if cost is None else Decimal(repr(cost))
+        if type(upstream) is type(cost) and upstream == cost:
+            upstream = cost  # without BYOK OpenRouter's charge is the provider's: one Decimal for both
+        return cls(
+            prompt_tokens,
+            completion_tokens,
+            total_tokens,
+            cached,
+            writes,
+            reasoning,
+            prompt_audio,
+            prompt_video,
+            completion_audio,
+            completion_image,
+            searches or 0,
+            reported,
+            reported if upstream is cost else None if upstream is None else Decimal(repr(upstream)),
+            None if upstream_prompt is None else Decimal(repr(upstream_prompt)),
+            None if upstream_completions is None else Decimal(repr(upstream_completions)),
+            is_byok,
+            generation_id,
+            provider,
+            model,
+        )
 
     @classmethod
     def _read_openrouter(cls, obj: Any, problems: Problems) -> OpenRouterUsage:

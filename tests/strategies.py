@@ -57,3 +57,71 @@ usage_like = st.recursive(
     max_leaves=30,
 )
 usage_like_dicts = st.dictionaries(usage_keys, usage_like, max_size=6)
+
+# OpenRouter usage in its real shape, each value valid or (now and then) junk: for comparing the
+# usual-shape readers with the careful ones where the usual ones answer.
+_counts = st.none() | st.integers(min_value=0, max_value=10_000) | json_scalars
+_money = (
+    st.none() | st.floats(min_value=0, max_value=2) | st.integers(min_value=0, max_value=3) | json_scalars
+)
+
+
+def _details(*keys: str, values: st.SearchStrategy = _counts) -> st.SearchStrategy:
+    return st.none() | st.fixed_dictionaries({}, optional=dict.fromkeys(keys, values)) | json_scalars
+
+
+openrouter_usages = st.fixed_dictionaries(
+    {},
+    optional={
+        "prompt_tokens": _counts,
+        "completion_tokens": _counts,
+        "total_tokens": _counts,
+        "cost": _money,
+        "is_byok": st.none() | st.booleans() | json_scalars,
+        "prompt_tokens_details": _details(
+            "cached_tokens", "cache_write_tokens", "audio_tokens", "video_tokens"
+        ),
+        "completion_tokens_details": _details("reasoning_tokens", "audio_tokens", "image_tokens"),
+        "cost_details": _details(
+            "upstream_inference_cost",
+            "upstream_inference_prompt_cost",
+            "upstream_inference_completions_cost",
+            values=_money,
+        ),
+        "server_tool_use_details": _details("web_search_requests"),
+    },
+)
+openrouter_responses = st.fixed_dictionaries(
+    {"usage": openrouter_usages | json_scalars},
+    optional={"id": json_scalars, "provider": json_scalars, "model": json_scalars, "choices": st.just([])},
+)
+
+# ...and with every value valid and consistent (details within their totals): the usual readers' input.
+_part = st.none() | st.integers(min_value=0, max_value=5_000)
+_usd = st.none() | st.floats(min_value=1e-9, max_value=2) | st.integers(min_value=0, max_value=3)
+valid_openrouter_usages = st.fixed_dictionaries(
+    {
+        "prompt_tokens": st.integers(min_value=20_000, max_value=30_000),
+        "completion_tokens": st.integers(min_value=10_000, max_value=20_000),
+    },
+    optional={
+        "total_tokens": st.none() | st.integers(min_value=0, max_value=50_000),
+        "cost": _usd,
+        "is_byok": st.none() | st.booleans(),
+        "prompt_tokens_details": _details(
+            "cached_tokens", "cache_write_tokens", "audio_tokens", "video_tokens", values=_part
+        ).filter(lambda d: d is None or isinstance(d, dict)),
+        "completion_tokens_details": _details(
+            "reasoning_tokens", "audio_tokens", "image_tokens", values=_part
+        ).filter(lambda d: d is None or isinstance(d, dict)),
+        "cost_details": _details(
+            "upstream_inference_cost",
+            "upstream_inference_prompt_cost",
+            "upstream_inference_completions_cost",
+            values=_usd,
+        ).filter(lambda d: d is None or isinstance(d, dict)),
+        "server_tool_use_details": _details("web_search_requests", values=_part).filter(
+            lambda d: d is None or isinstance(d, dict)
+        ),
+    },
+)

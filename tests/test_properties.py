@@ -9,7 +9,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from langfuse_openrouter_callbacks import OpenRouterUsage, compute_cost, to_langfuse
-from tests.strategies import json_values, usage_like
+from langfuse_openrouter_callbacks._log import Problems
+from tests.strategies import (
+    json_values,
+    openrouter_responses,
+    openrouter_usages,
+    usage_like,
+    valid_openrouter_usages,
+)
 
 quiet = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=300, deadline=None)
 
@@ -50,6 +57,57 @@ def test_from_langchain_never_raises(usage_metadata: object, metadata: object) -
         _valid(OpenRouterUsage.from_langchain(usage_metadata, metadata))
     finally:
         logging.disable(logging.NOTSET)
+
+
+def _careful(read, *args) -> tuple[OpenRouterUsage, Problems]:
+    problems = Problems("test")
+    return read(*args, problems)._checked(problems), problems
+
+
+def _same(usual: OpenRouterUsage, careful: OpenRouterUsage) -> None:
+    assert usual == careful
+    assert repr(usual) == repr(careful)  # the same Decimals, digit for digit (they are exported as written)
+
+
+@quiet
+@given(obj=openrouter_responses | openrouter_usages)
+def test_the_usual_shape_reader_agrees_with_the_careful_one(obj: dict) -> None:
+    usual = OpenRouterUsage._read_usual_openrouter(obj)
+    if usual is not None:
+        careful, problems = _careful(OpenRouterUsage._read_openrouter, obj)
+        _same(usual, careful)
+        assert not problems.kinds()  # the usual reader answers only for input without problems
+
+
+@quiet
+@given(usage=valid_openrouter_usages, generation_id=st.none() | st.text(max_size=5))
+def test_valid_usage_takes_the_usual_path_to_the_careful_readers_result(
+    usage: dict, generation_id: str | None
+) -> None:
+    response = {"id": generation_id, "provider": "Anthropic", "model": "a/b", "usage": usage}
+    for obj in (usage, response):
+        usual = OpenRouterUsage._read_usual_openrouter(obj)
+        assert usual is not None
+        careful, problems = _careful(OpenRouterUsage._read_openrouter, obj)
+        _same(usual, careful)
+        assert not problems.kinds()
+    metadata = {"token_usage": usage, "model_name": "a/b", "id": generation_id}
+    usual = OpenRouterUsage._read_usual_langchain({"input_tokens": 1}, metadata, None)
+    assert usual is not None
+    _same(usual, _careful(OpenRouterUsage._read_langchain, {"input_tokens": 1}, metadata, None)[0])
+
+
+@quiet
+@given(usage=openrouter_usages, model_name=st.none() | st.text(max_size=5), generation_id=json_values)
+def test_the_usual_langchain_reader_agrees_with_the_careful_one(
+    usage: dict, model_name: str | None, generation_id: object
+) -> None:
+    metadata = {"token_usage": usage, "model_name": model_name, "id": generation_id}
+    usual = OpenRouterUsage._read_usual_langchain(None, metadata, "requested/model")
+    if usual is not None:
+        careful, problems = _careful(OpenRouterUsage._read_langchain, None, metadata, "requested/model")
+        _same(usual, careful)
+        assert not problems.kinds()
 
 
 counts = st.integers(min_value=0, max_value=2_000_000)

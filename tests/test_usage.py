@@ -70,6 +70,31 @@ def test_reads_openai_sdk_objects_with_openrouter_extras_in_model_extra() -> Non
     assert OpenRouterUsage.from_openrouter(completion.usage).cost == Decimal("0.00183")
 
 
+def test_real_responses_are_read_by_the_usual_shape_reader_as_dicts_and_sdk_objects() -> None:
+    """The reader for valid plain input is the one real responses take, and it reads them exactly as
+    the careful reader does (which also says what is wrong with bad input)."""
+    import contextlib
+
+    import pydantic
+
+    from langfuse_openrouter_callbacks._log import Problems
+
+    exchanges = recorded_exchanges()
+    responses = [e["response"]["json"] for e in exchanges if (e["response"].get("json") or {}).get("usage")]
+    chunk = _final_usage_chunk(GROK_CHUNK["response"]["text"])
+    shapes: list[object] = [*responses, chunk, openai.types.chat.ChatCompletionChunk.model_validate(chunk)]
+    for response in responses:
+        with contextlib.suppress(pydantic.ValidationError):  # a few have fields this openai lacks
+            shapes.append(openai.types.chat.ChatCompletion.model_validate(response))
+    assert len(responses) >= 10 and len(shapes) >= 2 * len(responses)
+    for shape in shapes:
+        usual = OpenRouterUsage._read_usual_openrouter(shape)
+        assert usual is not None
+        problems = Problems("test")
+        careful = OpenRouterUsage._read_openrouter(shape, problems)._checked(problems)
+        assert repr(usual) == repr(careful) and not problems
+
+
 def test_reads_a_final_stream_chunk_as_sdk_object_and_dict() -> None:
     chunk = _final_usage_chunk(GROK_CHUNK["response"]["text"])
     as_object = openai.types.chat.ChatCompletionChunk.model_validate(chunk)
