@@ -215,36 +215,67 @@ def generation_attributes(usage: OpenRouterUsage, breakdown: CostBreakdown) -> d
     is (a JSON number; Langfuse reads it as the float it would have got) and no dict is built on
     the way: this runs once per LLM call, on the caller's thread.
     """
-    attributes = {_USAGE_DETAILS: _to_json(usage_details(usage))}
-    if breakdown.is_priced:
-        parts = [f'"{name}":{value!s}' for name in BUCKETS if (value := getattr(breakdown, name))]
-        parts.append(f'"{TOTAL_KEY}":{breakdown.total!s}')
-        attributes[_COST_DETAILS] = "{" + ",".join(parts) + "}"
-    ratio = breakdown.cache_hit_ratio
+    u, b = usage, breakdown
+    uncached = u.prompt_tokens - u.cached_tokens - u.cache_write_tokens
+    input_audio = min(u.prompt_audio_tokens, uncached)
+    reasoning, output_image, output_audio = (
+        u.reasoning_tokens,
+        u.completion_image_tokens,
+        u.completion_audio_tokens,
+    )
+    plain_output = u.completion_tokens - reasoning - output_image - output_audio
+    if plain_output < 0:  # as in `usage_details`
+        output_image = output_audio = 0
+        plain_output = u.completion_tokens - reasoning
+    usage_json = (
+        f'{{"input":{uncached - input_audio}'
+        + (f',"input_audio":{input_audio}' if input_audio else "")
+        + (f',"input_cache_read":{u.cached_tokens}' if u.cached_tokens else "")
+        + (f',"input_cache_creation":{u.cache_write_tokens}' if u.cache_write_tokens else "")
+        + f',"output":{plain_output}'
+        + (f',"output_reasoning":{reasoning}' if reasoning else "")
+        + (f',"output_image":{output_image}' if output_image else "")
+        + (f',"output_audio":{output_audio}' if output_audio else "")
+        + f',"total":{u.prompt_tokens + u.completion_tokens}}}'
+    )
+    attributes = {_USAGE_DETAILS: usage_json}
+    total = str(b.total)
+    if b.source != "unpriced":  # `cost_details`: the non-zero buckets (in `BUCKETS` order) and the total
+        buckets = (
+            (f',"input":{b.input!s}' if b.input else "")
+            + (f',"input_cache_read":{b.input_cache_read!s}' if b.input_cache_read else "")
+            + (f',"input_cache_creation":{b.input_cache_creation!s}' if b.input_cache_creation else "")
+            + (f',"output":{b.output!s}' if b.output else "")
+            + (f',"output_reasoning":{b.output_reasoning!s}' if b.output_reasoning else "")
+            + (f',"request":{b.request!s}' if b.request else "")
+            + (f',"web_search":{b.web_search!s}' if b.web_search else "")
+            + (f',"other":{b.other!s}' if b.other else "")
+        )
+        attributes[_COST_DETAILS] = f'{{{buckets[1:]}{"," if buckets else ""}"total":{total}}}'
+    # OpenRouter's charge is usually the total, and the provider's charge too: written once.
+    cost, upstream = u.cost, u.upstream_inference_cost
+    reported = "null" if cost is None else total if cost is b.total else str(cost)
+    upstream_written = reported if upstream is cost else "null" if upstream is None else str(upstream)
+    ratio, savings, delta = b.cache_hit_ratio, b.cache_savings, b.reconciliation_delta
+    generation_id, provider, model, pricing_source = u.generation_id, u.provider, u.model, b.pricing_source
     attributes[_OPENROUTER_METADATA] = (
-        f'{{"generation_id":{_string(usage.generation_id)},"provider":{_string(usage.provider)}'
-        f',"model":{_string(usage.model)},"is_byok":{_FLAGS[usage.is_byok]}'
-        f',"reported_cost":{_number(usage.cost)}'
-        f',"upstream_inference_cost":{_number(usage.upstream_inference_cost)}'
-        f',"cache_savings_usd":{_number(breakdown.cache_savings)}'
-        f',"no_cache_cost_usd":{_number(breakdown.no_cache_total)}'
+        f'{{"generation_id":{"null" if generation_id is None else _json_string(generation_id)}'
+        f',"provider":{"null" if provider is None else _json_string(provider)}'
+        f',"model":{"null" if model is None else _json_string(model)}'
+        f',"is_byok":{_FLAGS[u.is_byok]},"reported_cost":{reported},"upstream_inference_cost":{upstream_written}'
+        f',"cache_savings_usd":{"null" if savings is None else str(savings)}'
+        f',"no_cache_cost_usd":{"null" if b.no_cache_total is None else str(b.no_cache_total)}'
         f',"cache_hit_ratio":{"null" if ratio is None else repr(float(ratio))}'
-        f',"cost_source":{_string(breakdown.source)},"pricing_source":{_string(breakdown.pricing_source)}'
-        f',"reconciliation_delta":{_number(breakdown.reconciliation_delta)}'
-        f',"web_search_requests":{usage.web_search_requests or "null"}}}'
+        f',"cost_source":"{b.source}"'
+        f',"pricing_source":{"null" if pricing_source is None else _json_string(pricing_source)}'
+        f',"reconciliation_delta":{"null" if delta is None else str(delta)}'
+        f',"web_search_requests":{u.web_search_requests or "null"}}}'
     )
     return attributes
 
 
 _FLAGS = {True: "true", False: "false", None: "null"}
-
-
-def _string(value: str | None) -> str:
-    return "null" if value is None else encode_basestring(value)
-
-
-def _number(value: Decimal | None) -> str:
-    return "null" if value is None else str(value)
+_json_string = encode_basestring
 
 
 @dataclass(frozen=True)

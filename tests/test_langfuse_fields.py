@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from langfuse_openrouter_callbacks import OpenRouterUsage, compute_cost, to_langfuse
+from langfuse_openrouter_callbacks import CostBreakdown, OpenRouterUsage, compute_cost, to_langfuse
+from langfuse_openrouter_callbacks.cost import BUCKETS
 from langfuse_openrouter_callbacks.langfuse_fields import generation_attributes, otel_attributes
 from tests.scenario import SONNET
 from tests.shared_data import cost_cases
-from tests.strategies import usage_like_dicts
+from tests.strategies import usage_like_dicts, valid_openrouter_usages
 
 RESPONSE = {
     "id": "gen-1",
@@ -151,3 +154,29 @@ def test_generation_attributes_agree_on_junk_usage(raw: dict) -> None:
     usage = OpenRouterUsage.from_openrouter(raw)
     fast, slow = _both_ways(usage, SONNET)
     assert fast == slow
+
+
+@settings(max_examples=200, deadline=None)
+@given(valid_openrouter_usages, st.booleans())
+def test_generation_attributes_agree_on_every_kind_of_token_and_bucket(raw: dict, discounted: bool) -> None:
+    usage = OpenRouterUsage.from_openrouter(raw)
+    pricing = {
+        **SONNET,
+        "request": "0.001",
+        "web_search": "0.004",
+        "audio": "0.00001",
+        "audio_output": "0.00002",
+        "image_output": "0.00003",
+        "discount": 0.1 if discounted else 0,
+    }
+    fast, slow = _both_ways(usage, pricing)
+    assert fast == slow
+
+
+def test_generation_attributes_write_every_bucket() -> None:
+    """The cost attribute is written bucket by bucket: none of `BUCKETS` may be missing from it."""
+    breakdown = CostBreakdown(**dict.fromkeys(BUCKETS, Decimal("0.5")), total=Decimal(4), source="computed")
+    written = json.loads(
+        generation_attributes(OpenRouterUsage(), breakdown)["langfuse.observation.cost_details"]
+    )
+    assert list(written) == [*BUCKETS, "total"]
