@@ -29,8 +29,8 @@ from ._enrich import (
     enrich,
     has_openrouter_markers,
     is_openrouter_url,
-    record_on_observation,
     record_savings_score,
+    update_and_record,
 )
 from ._log import log_exception_once
 from .catalog import PriceCatalog
@@ -247,8 +247,8 @@ class CallbackHandler(LangfuseCallbackHandler):
     ) -> None:
         """Langfuse's `on_llm_end`, step for step, with our usage in place of its own reading of it.
 
-        The same output, input and model go through Langfuse's `update()`; our usage, cost and
-        metadata are written onto the span (`record_on_observation`); the same run state is cleared.
+        The same output, input and model are recorded as Langfuse's `update()` records them, with our
+        usage, cost and metadata in the same write (`update_and_record`); the same run state is cleared.
         Langfuse's reading of the usage, which ours replaces, is not done twice.
         """
         generation = None
@@ -262,8 +262,13 @@ class CallbackHandler(LangfuseCallbackHandler):
             )
             generation = self._detach_observation(run_id)
             if generation is not None:
-                generation.update(output=output, input=kwargs.get("inputs"), model=_parse_model(response))
-                record_on_observation(generation, enrichment)
+                update_and_record(
+                    generation,
+                    enrichment,
+                    output=output,
+                    input=kwargs.get("inputs"),
+                    model=_parse_model(response),
+                )
                 self._end(generation, enrichment, requested_model)
         except Exception:
             log_exception_once(

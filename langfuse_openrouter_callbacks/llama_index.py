@@ -38,8 +38,8 @@ from ._enrich import (
     enrich,
     has_openrouter_markers,
     is_openrouter_url,
-    record_on_observation,
     record_savings_score,
+    update_and_record,
 )
 from ._log import log_exception_once
 from .catalog import PriceCatalog
@@ -321,10 +321,12 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
                 "usage",
                 "could not record OpenRouter cost on a Langfuse generation; it keeps its other data",
             )
-        observation = record.observation.update(**fields)
-        if enrichment is not None:
+        observation = record.observation
+        if enrichment is None:
+            observation.update(**fields)
+        else:
             try:
-                record_on_observation(observation, enrichment)
+                update_and_record(observation, enrichment, **fields)
             except Exception:
                 log_exception_once(
                     self._logged, "usage", "could not record OpenRouter cost on a Langfuse generation"
@@ -372,7 +374,7 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
         if usage.model:
             fields["model"] = usage.model
         if record.openrouter or has_openrouter_markers(usage):
-            # usage, cost and metadata go onto the span: `record_on_observation`
+            # usage, cost and metadata go onto the span with the output: `update_and_record`
             return fields, enrich(usage, self.price_catalog, requested_model=record.requested_model)
         # another provider: its token counts, priced by Langfuse as usual
         fields["usage_details"] = usage_details(usage)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai_like import OpenAILike
 from llama_index.llms.openrouter import OpenRouter
 
+from langfuse_openrouter_callbacks import _enrich
 from langfuse_openrouter_callbacks.demo.embedding import HashEmbedding
 from langfuse_openrouter_callbacks.llama_index import (
     LlamaIndexCallbackHandler,
@@ -272,6 +274,56 @@ def test_an_error_in_enrichment_never_reaches_the_user(
         assert "openrouter" not in generation.metadata
         assert "Hello from the fake OpenRouter." in generation.attributes["langfuse.observation.output"]
     assert len(caplog.records) == 1 and "price list exploded" in caplog.records[0].exc_text
+
+
+def _recorded(span: ExportedSpan) -> dict[str, Any]:
+    """What a generation records, without what differs from call to call (ids, times)."""
+    varying = ("completion_start_time", "metadata.openrouter", "trace")
+    return {k: v for k, v in span.attributes.items() if not any(part in k for part in varying)}
+
+
+def test_one_write_records_what_langfuses_update_records_mask_included(
+    openrouter, handler, langfuse_client, otlp_receiver, monkeypatch
+) -> None:
+    """The output, model and our fields go to the span in one write, by Langfuse's own steps: the same
+    attributes as its `update()` followed by our write, the client's mask applied to the output."""
+    assert _enrich._langfuse_steps().mirrored  # the pinned Langfuse's update() is the one mirrored
+    monkeypatch.setattr(
+        handler.langfuse, "_mask", lambda data: "<masked>" if isinstance(data, dict) else data
+    )
+    writes: list[int] = []
+    steps = _enrich._langfuse_steps()
+    counted = dataclasses.replace(
+        steps, set_attributes=lambda *a: writes.append(1) or steps.set_attributes(*a)
+    )
+    monkeypatch.setattr(_enrich, "_steps", counted)
+    llm = openrouter_llm(openrouter)
+    llm.chat(HELLO)
+    (one_write,) = exported_generations(langfuse_client, otlp_receiver)
+    assert writes == [1]
+    otlp_receiver.clear()
+    monkeypatch.setattr(_enrich, "_steps", dataclasses.replace(counted, mirrored=False))
+    llm.chat(HELLO)
+    (two_writes,) = exported_generations(langfuse_client, otlp_receiver)
+    assert writes == [1, 1]  # Langfuse's update() does not go through our steps: ours is the second
+    assert one_write.attributes["langfuse.observation.output"] == "<masked>"
+    assert _recorded(one_write) == _recorded(two_writes)
+    assert_cached_call(one_write)
+
+
+def test_when_our_fields_cannot_be_written_the_output_still_is(
+    openrouter, handler, langfuse_client, otlp_receiver, monkeypatch, caplog
+) -> None:
+    def broken(self: Any) -> dict[str, str]:
+        raise RuntimeError("attributes exploded")
+
+    monkeypatch.setattr(_enrich.Enrichment, "attributes", broken)
+    with caplog.at_level(logging.WARNING, logger="langfuse_openrouter_callbacks"):
+        assert openrouter_llm(openrouter).chat(HELLO).message.content
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert "Hello from the fake OpenRouter." in generation.attributes["langfuse.observation.output"]
+    assert generation.model_name == DATED and "openrouter" not in generation.metadata
+    assert len(caplog.records) == 1 and "attributes exploded" in caplog.records[0].exc_text
 
 
 def test_other_providers_get_their_usage_and_no_openrouter_cost(
