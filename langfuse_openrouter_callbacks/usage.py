@@ -96,14 +96,18 @@ _NOTHING: dict[str, Any] = {}  # read-only: what a missing object reads as
 def _fields(obj: Any) -> dict[str, Any] | None:
     """All of `obj`'s keys at once, when it is a plain dict or a pydantic model (declared fields, then
     extras), `{}` for None; None for anything else, which is read key by key (`_getter`)."""
-    if type(obj) is dict:
+    kind = type(obj)
+    if kind is dict:
         return obj
     if obj is None:
         return _NOTHING
+    if _pydantic_types.get(kind):  # a pydantic model class seen before
+        fields, extra = obj.__dict__, obj.__pydantic_extra__
+        return extra | fields if extra else fields
     fields = getattr(obj, "__dict__", None)
-    if type(fields) is dict and _is_pydantic(type(obj)):
+    if type(fields) is dict and _is_pydantic(kind):
         extra = getattr(obj, "__pydantic_extra__", None)
-        return {**extra, **fields} if type(extra) is dict and extra else fields
+        return extra | fields if type(extra) is dict and extra else fields
     return None
 
 
@@ -289,7 +293,13 @@ class OpenRouterUsage:
         usage = get("usage")
         if usage is None:
             return None if get("choices") is not None else cls._read_usual_usage(response, None, None, None)
-        return cls._read_usual_usage(usage, _text(get("id")), _text(get("provider")), _text(get("model")))
+        generation_id, provider, model = get("id"), get("provider"), get("model")
+        return cls._read_usual_usage(
+            usage,
+            generation_id if isinstance(generation_id, str) and generation_id else None,
+            provider if isinstance(provider, str) and provider else None,
+            model if isinstance(model, str) and model else None,
+        )
 
     @classmethod
     def _read_usual_langchain(
@@ -309,14 +319,23 @@ class OpenRouterUsage:
     def _read_usual_usage(
         cls, usage: Any, generation_id: str | None, provider: str | None, model: str | None
     ) -> OpenRouterUsage | None:
-        fields = _fields(usage)
+        fields = usage if type(usage) is dict else _fields(usage)
         if fields is None:
             return None
         get = fields.get
-        prompt = _fields(get("prompt_tokens_details"))
-        completion = _fields(get("completion_tokens_details"))
-        costs = _fields(get("cost_details"))
-        tools = _fields(get("server_tool_use_details"))
+        # the nested objects: dicts read as they are, SDK objects through `_fields`, absent ones as {}
+        prompt, completion = get("prompt_tokens_details"), get("completion_tokens_details")
+        costs, tools = get("cost_details"), get("server_tool_use_details")
+        if type(prompt) is not dict:
+            prompt = _fields(prompt)
+        if type(completion) is not dict:
+            completion = _fields(completion)
+        if type(costs) is not dict:
+            costs = _fields(costs)
+        if tools is None:
+            tools = _NOTHING
+        elif type(tools) is not dict:
+            tools = _fields(tools)
         if prompt is None or completion is None or costs is None or tools is None:
             return None
         counts = (
@@ -366,7 +385,11 @@ class OpenRouterUsage:
         prompt_tokens, completion_tokens = prompt_tokens or 0, completion_tokens or 0
         cached, writes, reasoning = cached or 0, writes or 0, reasoning or 0
         prompt_audio, prompt_video = prompt_audio or 0, prompt_video or 0
-        completion_audio, completion_image = completion_audio or 0, completion_image or 0
+        completion_audio, completion_image, searches = (
+            completion_audio or 0,
+            completion_image or 0,
+            searches or 0,
+        )
         if not (
             cached + writes <= prompt_tokens
             and prompt_audio <= prompt_tokens
@@ -391,7 +414,7 @@ class OpenRouterUsage:
             prompt_video,
             completion_audio,
             completion_image,
-            searches or 0,
+            searches,
             reported,
             reported if upstream is cost else None if upstream is None else Decimal(repr(upstream)),
             None if upstream_prompt is None else Decimal(repr(upstream_prompt)),
