@@ -126,18 +126,15 @@ def compute_cost(
     `at` (UTC, default now) selects time-window price overrides.
     """
     u = usage if type(usage) is OpenRouterUsage else _usage(usage)
-    p = pricing if pricing is None or type(pricing) is ModelPricing else ModelPricing.from_openrouter(pricing)
+    if pricing is not None and type(pricing) is not ModelPricing:
+        pricing = ModelPricing.from_openrouter(pricing)
     context = decimal.getcontext()
-    if context.prec >= _MIN_PRECISION and context.rounding == decimal.ROUND_HALF_EVEN:
-        return _compute(u, p, at)  # the default context is exact enough: skip switching (it is the hot path)
-    with decimal.localcontext(_CONTEXT):
-        return _compute(u, p, at)
-
-
-def _compute(u: OpenRouterUsage, pricing: ModelPricing | None, at: datetime | None) -> CostBreakdown:
+    if context.prec < _MIN_PRECISION or context.rounding != decimal.ROUND_HALF_EVEN:
+        with decimal.localcontext(_CONTEXT):  # the default context is exact enough (the hot path)
+            return compute_cost(u, pricing, at=at)
     prompt_tokens, cached, writes = u.prompt_tokens, u.cached_tokens, u.cache_write_tokens
     hit_ratio = cached / prompt_tokens if prompt_tokens else None
-    reported = _reported_total(u)
+    reported = u.cost if u.cost is None or not u.is_byok else _reported_total(u)
     if pricing is None or pricing.prompt is None or pricing.completion is None:
         return _unpriced(u, reported, hit_ratio, pricing)
 
@@ -148,21 +145,22 @@ def _compute(u: OpenRouterUsage, pricing: ModelPricing | None, at: datetime | No
     reasoning_tokens = u.reasoning_tokens
 
     input_cost = uncached * prompt_price
-    if p.audio is not None and u.prompt_audio_tokens:  # audio input at its own price
-        input_cost += min(u.prompt_audio_tokens, uncached) * (p.audio - prompt_price)
     text_out = u.completion_tokens - reasoning_tokens
     output_cost = None
-    if p.image_output is not None and u.completion_image_tokens:
-        text_out -= u.completion_image_tokens
-        output_cost = u.completion_image_tokens * p.image_output
-    if p.audio_output is not None and u.completion_audio_tokens:
-        text_out -= u.completion_audio_tokens
-        audio_out = u.completion_audio_tokens * p.audio_output
-        output_cost = audio_out if output_cost is None else output_cost + audio_out
-    text_cost = max(text_out, 0) * completion_price
+    if p._has_media_prices:  # audio input, image and audio output at their own prices
+        if p.audio is not None and u.prompt_audio_tokens:
+            input_cost += min(u.prompt_audio_tokens, uncached) * (p.audio - prompt_price)
+        if p.image_output is not None and u.completion_image_tokens:
+            text_out -= u.completion_image_tokens
+            output_cost = u.completion_image_tokens * p.image_output
+        if p.audio_output is not None and u.completion_audio_tokens:
+            text_out -= u.completion_audio_tokens
+            audio_out = u.completion_audio_tokens * p.audio_output
+            output_cost = audio_out if output_cost is None else output_cost + audio_out
+    text_cost = (text_out if text_out > 0 else 0) * completion_price
     output_cost = text_cost if output_cost is None else output_cost + text_cost
-    cache_read = cached * (prompt_price if p.input_cache_read is None else p.input_cache_read)
-    cache_creation = writes * (prompt_price if p.input_cache_write is None else p.input_cache_write)
+    cache_read = cached * p._cache_read_price
+    cache_creation = writes * p._cache_write_price
     reasoning = reasoning_tokens * completion_price
     no_cache_cache_part = (cached + writes) * prompt_price
     if p.discount:  # token prices scaled by (1 - discount); the usual zero skips the multiplications
@@ -183,7 +181,7 @@ def _compute(u: OpenRouterUsage, pricing: ModelPricing | None, at: datetime | No
     delta = None
     if reported is not None:
         delta = reported - computed
-        if delta >= 0:
+        if delta >= _ZERO:
             other = delta
         else:  # OpenRouter charged less than list prices say: an endpoint discount or a stale price
             scale = reported / computed
@@ -213,7 +211,8 @@ def _compute(u: OpenRouterUsage, pricing: ModelPricing | None, at: datetime | No
             other = u.cost  # BYOK fee on top of the computed provider charge
         total = computed + other
 
-    no_cache_total = total - cache_read - cache_creation + no_cache_cache_part
+    savings = no_cache_cache_part - cache_read - cache_creation  # what the cached tokens cost at `prompt`
+    no_cache_total = total + savings
     return CostBreakdown(  # positional, in field order: this runs once per LLM call
         input_cost,
         cache_read,
@@ -227,7 +226,7 @@ def _compute(u: OpenRouterUsage, pricing: ModelPricing | None, at: datetime | No
         computed,
         reported,
         no_cache_total,
-        no_cache_total - total,
+        savings,
         hit_ratio,
         "computed" if reported is None else "openrouter",
         p.source,

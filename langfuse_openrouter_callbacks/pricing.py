@@ -146,6 +146,11 @@ class ModelPricing:
     discount: Decimal = Decimal(0)
     overrides: tuple[PriceOverride, ...] = ()
     source: str | None = field(default=None, compare=False)
+    # Derived once, for `compute_cost`: cache reads and writes priced at `prompt` when not priced
+    # themselves, and whether any audio or image price needs its own term.
+    _cache_read_price: Decimal | None = field(default=None, init=False, repr=False, compare=False)
+    _cache_write_price: Decimal | None = field(default=None, init=False, repr=False, compare=False)
+    _has_media_prices: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for key in PRICE_KEYS:
@@ -158,6 +163,11 @@ class ModelPricing:
             object.__setattr__(self, "discount", discount)
         if not (0 <= discount <= 1):
             raise PricingError(f"discount must be between 0 and 1, got {discount}")
+        read, write = self.input_cache_read, self.input_cache_write
+        object.__setattr__(self, "_cache_read_price", self.prompt if read is None else read)
+        object.__setattr__(self, "_cache_write_price", self.prompt if write is None else write)
+        media = (self.audio, self.image_output, self.audio_output)
+        object.__setattr__(self, "_has_media_prices", any(price is not None for price in media))
 
     @classmethod
     def from_openrouter(cls, obj: Any, *, source: str | None = None) -> ModelPricing:
