@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from ._langfuse_write import set_attributes, write_generation
 from ._log import log_exception_once, logger
 from .catalog import DEFAULT_API_BASE, PriceCatalog
 from .cost import CostBreakdown, compute_cost
@@ -58,7 +59,7 @@ class Enrichment:
 
     def attributes(self) -> dict[str, str]:
         """The OpenTelemetry span attributes that carry these fields to Langfuse."""
-        if self.reported is None and self.record is None:
+        if self.reported is None and self.record is None:  # the usual case: straight from the values
             return generation_attributes(self.usage, self.breakdown)
         return otel_attributes(self.usage_details, self.cost_details or None, self.metadata)
 
@@ -82,126 +83,31 @@ def record_on_observation(observation: Any, enrichment: Enrichment) -> None:
     these fields are our own numbers and ids, not user content, so Langfuse's media scan and mask
     (which would otherwise take a quarter of the time of recording a call) are not run on them.
     """
-    _langfuse_steps().set_attributes(observation._otel_span, enrichment.attributes())
+    set_attributes(observation._otel_span, enrichment.attributes())
 
 
-def update_and_record(observation: Any, enrichment: Enrichment, **fields: Any) -> None:
+def update_and_record(observation: Any, enrichment: Enrichment, fields: Mapping[str, Any]) -> None:
     """`observation.update(**fields)` and `record_on_observation(observation, enrichment)`.
 
-    In one write to the span when the observation is a generation and `fields` are among input,
-    output, model and completion start time: Langfuse's own steps for those (media scan and mask of
-    the input and output, its attributes) with our attributes added to the same write. When ours
-    cannot be made, Langfuse's fields are still written, then the error is raised.
+    In one write to the span where Langfuse's steps for these fields are known (`write_generation`).
+    When ours cannot be made, Langfuse's fields are still written, then the error is raised.
     """
     try:
-        ours = enrichment.attributes()
+        ours = (
+            generation_attributes(enrichment.usage, enrichment.breakdown)  # `attributes()`, the usual case
+            if enrichment.reported is None and enrichment.record is None
+            else enrichment.attributes()
+        )
     except Exception:
         observation.update(**fields)
         raise
-    steps = _langfuse_steps()
-    if (
-        steps.mirrored
-        and getattr(observation, "_observation_type", None) == "generation"
-        and _UPDATE_FIELDS.issuperset(fields)
-    ):
-        try:
-            _update_as_langfuse_does(observation, steps, ours, fields)
+    try:
+        if write_generation(observation, fields, ours):
             return
-        except Exception:  # a Langfuse that differs after all: its own update() below
-            logger.debug("writing a generation's attributes in one step failed", exc_info=True)
+    except Exception:  # a Langfuse that differs after all: its own update() below
+        logger.debug("writing a generation's attributes in one step failed", exc_info=True)
     observation.update(**fields)
-    steps.set_attributes(observation._otel_span, ours)
-
-
-def _update_as_langfuse_does(
-    observation: Any, steps: _LangfuseSteps, ours: dict[str, str], fields: Mapping[str, Any]
-) -> None:
-    span = observation._otel_span
-    if not span.is_recording():
-        return
-    masked = observation._process_media_and_apply_mask
-    attributes = steps.generation_attributes(
-        input=masked(data=fields.get("input"), field="input", span=span),
-        output=masked(data=fields.get("output"), field="output", span=span),
-        model=fields.get("model"),
-        completion_start_time=fields.get("completion_start_time"),
-        observation_type="generation",
-    )
-    attributes.update(ours)
-    steps.set_attributes(span, attributes, steps.reserved_keys)
-
-
-_UPDATE_FIELDS = frozenset({"input", "output", "model", "completion_start_time"})
-
-# What `LangfuseObservationWrapper.update` refers to in the Langfuse versions `update_and_record`
-# mirrors (5.0). Another set means another `update()`: then it is called as it is.
-_LANGFUSE_UPDATE_NAMES = frozenset(
-    {
-        "Literal",
-        "ObservationTypeGenerationLike",
-        "ObservationTypeSpanLike",
-        "Optional",
-        "Union",
-        "_observation_type",
-        "_otel_span",
-        "_process_media_and_apply_mask",
-        "_reserved_attribute_keys",
-        "_set_otel_span_status_if_error",
-        "_set_span_attributes_within_limit",
-        "cast",
-        "create_generation_attributes",
-        "create_span_attributes",
-        "get_observation_types_list",
-        "is_recording",
-        "update_name",
-    }
-)
-
-
-@dataclass(frozen=True)
-class _LangfuseSteps:
-    """Langfuse's own helpers for writing a generation's attributes, found once (lazily: the core
-    does not import Langfuse). `mirrored`: its `update()` is the one `update_and_record` mirrors."""
-
-    set_attributes: Any  # (span, attributes[, reserved keys]): without evicting Langfuse's attributes
-    generation_attributes: Any = None
-    reserved_keys: tuple[str, ...] = ()
-    mirrored: bool = False
-
-
-def _find_langfuse_steps() -> _LangfuseSteps:
-    try:
-        from langfuse._client.span import _set_span_attributes_within_limit
-    except ImportError:  # another Langfuse 5.x: OpenTelemetry's own limit handling
-        return _LangfuseSteps(_set_plainly)
-    try:
-        from langfuse._client.attributes import create_generation_attributes
-        from langfuse._client.span import LangfuseObservationWrapper, _reserved_attribute_keys
-
-        names = frozenset(LangfuseObservationWrapper.update.__code__.co_names)
-        reserved = _reserved_attribute_keys("generation")
-    except (ImportError, AttributeError, TypeError):
-        return _LangfuseSteps(_set_span_attributes_within_limit)
-    return _LangfuseSteps(
-        _set_span_attributes_within_limit,
-        create_generation_attributes,
-        reserved,
-        mirrored=names == _LANGFUSE_UPDATE_NAMES,
-    )
-
-
-def _langfuse_steps() -> _LangfuseSteps:
-    global _steps
-    if _steps is None:
-        _steps = _find_langfuse_steps()
-    return _steps
-
-
-def _set_plainly(span: Any, attributes: dict[str, str], *_: Any) -> None:
-    span.set_attributes(attributes)
-
-
-_steps: _LangfuseSteps | None = None
+    set_attributes(observation._otel_span, ours)
 
 
 def is_openrouter_url(url: Any) -> bool:

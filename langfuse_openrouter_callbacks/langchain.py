@@ -262,13 +262,8 @@ class CallbackHandler(LangfuseCallbackHandler):
             )
             generation = self._detach_observation(run_id)
             if generation is not None:
-                update_and_record(
-                    generation,
-                    enrichment,
-                    output=output,
-                    input=kwargs.get("inputs"),
-                    model=_parse_model(response),
-                )
+                fields = {"output": output, "input": kwargs.get("inputs"), "model": _parse_model(response)}
+                update_and_record(generation, enrichment, fields)
                 self._end(generation, enrichment, requested_model)
         except Exception:
             log_exception_once(

@@ -16,7 +16,7 @@ from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai_like import OpenAILike
 from llama_index.llms.openrouter import OpenRouter
 
-from langfuse_openrouter_callbacks import _enrich
+from langfuse_openrouter_callbacks import _enrich, _langfuse_write
 from langfuse_openrouter_callbacks.demo.embedding import HashEmbedding
 from langfuse_openrouter_callbacks.llama_index import (
     LlamaIndexCallbackHandler,
@@ -287,22 +287,22 @@ def test_one_write_records_what_langfuses_update_records_mask_included(
 ) -> None:
     """The output, model and our fields go to the span in one write, by Langfuse's own steps: the same
     attributes as its `update()` followed by our write, the client's mask applied to the output."""
-    assert _enrich._langfuse_steps().mirrored  # the pinned Langfuse's update() is the one mirrored
+    assert _langfuse_write.langfuse().mirrored  # the pinned Langfuse's update() is the one mirrored
     monkeypatch.setattr(
         handler.langfuse, "_mask", lambda data: "<masked>" if isinstance(data, dict) else data
     )
     writes: list[int] = []
-    steps = _enrich._langfuse_steps()
+    steps = _langfuse_write.langfuse()
     counted = dataclasses.replace(
         steps, set_attributes=lambda *a: writes.append(1) or steps.set_attributes(*a)
     )
-    monkeypatch.setattr(_enrich, "_steps", counted)
+    monkeypatch.setattr(_langfuse_write, "_langfuse", counted)
     llm = openrouter_llm(openrouter)
     llm.chat(HELLO)
     (one_write,) = exported_generations(langfuse_client, otlp_receiver)
     assert writes == [1]
     otlp_receiver.clear()
-    monkeypatch.setattr(_enrich, "_steps", dataclasses.replace(counted, mirrored=False))
+    monkeypatch.setattr(_langfuse_write, "_langfuse", dataclasses.replace(counted, mirrored=False))
     llm.chat(HELLO)
     (two_writes,) = exported_generations(langfuse_client, otlp_receiver)
     assert writes == [1, 1]  # Langfuse's update() does not go through our steps: ours is the second
@@ -314,10 +314,10 @@ def test_one_write_records_what_langfuses_update_records_mask_included(
 def test_when_our_fields_cannot_be_written_the_output_still_is(
     openrouter, handler, langfuse_client, otlp_receiver, monkeypatch, caplog
 ) -> None:
-    def broken(self: Any) -> dict[str, str]:
+    def broken(*args: Any) -> dict[str, str]:
         raise RuntimeError("attributes exploded")
 
-    monkeypatch.setattr(_enrich.Enrichment, "attributes", broken)
+    monkeypatch.setattr(_enrich, "generation_attributes", broken)
     with caplog.at_level(logging.WARNING, logger="langfuse_openrouter_callbacks"):
         assert openrouter_llm(openrouter).chat(HELLO).message.content
     (generation,) = exported_generations(langfuse_client, otlp_receiver)
