@@ -326,7 +326,7 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
             observation.update(**fields)
         else:
             try:
-                update_and_record(observation, enrichment, **fields)
+                update_and_record(observation, enrichment, fields)
             except Exception:
                 log_exception_once(
                     self._logged, "usage", "could not record OpenRouter cost on a Langfuse generation"
@@ -362,6 +362,10 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
         except Exception:
             log_exception_once(self._logged, "savings-score", "could not record the cache savings score")
 
+    def _is_openrouter(self, record: _Open, usage: OpenRouterUsage) -> bool:
+        """Whether OpenRouter answered: its LLM class or base URL, or what only it sends."""
+        return record.openrouter or has_openrouter_markers(usage)
+
     def _usage_fields(self, record: _Open, response: Any) -> tuple[dict[str, Any], Enrichment | None]:
         """The generation's usage fields, and the OpenRouter enrichment they came from (if any)."""
         raw = getattr(response, "raw", None)
@@ -373,7 +377,7 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
         fields: dict[str, Any] = {}
         if usage.model:
             fields["model"] = usage.model
-        if record.openrouter or has_openrouter_markers(usage):
+        if self._is_openrouter(record, usage):
             # usage, cost and metadata go onto the span with the output: `update_and_record`
             return fields, enrich(usage, self.price_catalog, requested_model=record.requested_model)
         # another provider: its token counts, priced by Langfuse as usual
