@@ -124,10 +124,19 @@ def run(quick: bool) -> list[Row]:
 
     overrides = PriceCatalog({MODEL: SONNET_PRICING}, api_base=API_BASE, cache_dir=cache_dir)
     overrides.pricing_for(MODEL)
+    unremembered = PriceCatalog(api_base=API_BASE, cache_dir=cache_dir)
+    unremembered.pricing_for(DATED, provider="Anthropic")
+
+    def first_lookup(key: Any) -> Any:
+        """`pricing_for` walking its lookup levels: the answers it remembers are dropped first."""
+        unremembered._answers.clear()
+        return unremembered.pricing_for(key)
 
     times = interleaved(
         {
             "id": cycle_us(catalog.pricing_for, ids, repeat),
+            "first id": cycle_us(first_lookup, ids, repeat),
+            "first pair": cycle_us(first_lookup, pairs, repeat),
             "slug": cycle_us(catalog.pricing_for, slugs, repeat),
             "suffix": cycle_us(catalog.pricing_for, suffixed, repeat),
             "pair": cycle_us(catalog.pricing_for, pairs, repeat),
@@ -167,7 +176,9 @@ def run(quick: bool) -> list[Row]:
         )
 
     rows = [
-        lookup_row("pricing_for(id)", "id"),
+        lookup_row("pricing_for(id), the answer remembered (every call after the first)", "id"),
+        lookup_row("pricing_for(id), the first time (answers dropped before each lookup)", "first id"),
+        lookup_row("pricing_for([dated, requested]), the first time", "first pair", target=False),
         lookup_row("pricing_for(dated canonical_slug)", "slug"),
         lookup_row("pricing_for(id:thinking)", "suffix"),
         lookup_row("pricing_for([dated, requested]) as the handlers ask", "pair", target=False),

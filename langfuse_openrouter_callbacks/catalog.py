@@ -137,46 +137,45 @@ class PriceCatalog:
         candidates = [m for m in candidates if m]
         if not candidates:
             return None
-        found, lasts = self._lookup(candidates, provider)
-        if lasts > 0:
+        found, valid_until = self._lookup(candidates, provider)
+        if valid_until > time.time():
             with self._lock:
                 if self._version == version:  # nothing was installed meanwhile: the answer is current
                     if len(self._answers) >= _MAX_REMEMBERED_MISSES:
                         self._answers = {}
-                    self._answers[key] = (found, time.time() + lasts)
+                    self._answers[key] = (found, valid_until)
         return found
 
     def _lookup(self, candidates: list[str], provider: str | None) -> tuple[ModelPricing | None, float]:
-        """The prices for `pricing_for`, and how long (s) the answer stands unless prices are installed
-        meanwhile: 0 while the lookup is still waiting for prices (fetches queued, or failed)."""
+        """The prices for `pricing_for`, and until when (`time.time()`) the answer stands unless prices
+        are installed meanwhile: 0 while the lookup still waits for prices (fetches queued, or failed)."""
         for m in candidates:
             found = self._override_for(m)
             if found is not None:
                 return found, _FOREVER
-        settled = True
-        lasts = _FOREVER
+        valid_until = _FOREVER
         if not self.offline:
             self._load_from_disk_once()
             self._refresh_models_if_stale()
             fetched = self._models_fetched_at
-            settled = fetched is not None
-            lasts = fetched + self.ttl - time.time() if fetched is not None else 0.0
+            valid_until = 0.0 if fetched is None else fetched + self.ttl  # the model list's ttl
             ids = [i for i in (self._resolve(m) for m in candidates) if i is not None]
             if provider:
                 for model_id in ids:
                     found = self._endpoint_pricing(model_id, provider)
                     if found is not None:
-                        return found, lasts
-                    settled = settled and model_id in self._endpoints
+                        return found, valid_until
+                    if model_id not in self._endpoints:
+                        valid_until = 0.0  # its endpoints' prices are still to come
             for model_id in ids:
                 found = self._models.get(model_id)
                 if found is not None:
-                    return found, lasts if settled else 0.0
+                    return found, valid_until
         for m in candidates:
             found = self._fallback_for(m)
             if found is not None:
-                return found, lasts if settled else 0.0
-        return None, lasts if settled else 0.0
+                return found, valid_until
+        return None, valid_until
 
     def preload(self) -> None:
         """Load the disk copy and the offline data, and refresh if stale, on the background thread.
