@@ -309,11 +309,39 @@ class OpenRouterUsage:
         if not fields or (usage_metadata is not None and not _is_object(usage_metadata)):
             return None
         get = fields.get
-        raw = _fields(get("token_usage"))  # ChatOpenAI: OpenRouter's usage dict, verbatim
-        if not raw or raw.get("prompt_tokens") is None:
-            return None
+        generation_id, provider = _text(get("id")), _text(get("provider"))
         model = _text(get("model_name")) or _text(get("model")) or model
-        return cls._read_usual_usage(raw, _text(get("id")), _text(get("provider")), model)
+        raw = get("token_usage")  # ChatOpenAI: OpenRouter's usage dict, verbatim
+        if raw is not None:
+            raw = raw if type(raw) is dict else _fields(raw)
+            if not raw or raw.get("prompt_tokens") is None:
+                return None
+            return cls._read_usual_usage(raw, generation_id, provider, model)
+        # ChatOpenRouter: LangChain's usage metadata, OpenRouter's cost beside it in the metadata
+        if type(usage_metadata) is not dict:
+            return None
+        inputs = usage_metadata.get("input_token_details") or _NOTHING
+        outputs = usage_metadata.get("output_token_details") or _NOTHING
+        if type(inputs) is not dict or type(outputs) is not dict:
+            return None
+        usage = {  # in OpenRouter's shape
+            "prompt_tokens": usage_metadata.get("input_tokens"),
+            "completion_tokens": usage_metadata.get("output_tokens"),
+            "total_tokens": usage_metadata.get("total_tokens"),
+            "prompt_tokens_details": {
+                "cached_tokens": inputs.get("cache_read"),
+                "cache_write_tokens": inputs.get("cache_creation"),
+                "audio_tokens": inputs.get("audio"),
+            },
+            "completion_tokens_details": {
+                "reasoning_tokens": outputs.get("reasoning"),
+                "audio_tokens": outputs.get("audio"),
+            },
+            "cost": get("cost"),
+            "cost_details": get("cost_details"),
+            "is_byok": get("is_byok"),
+        }
+        return cls._read_usual_usage(usage, generation_id, provider, model)
 
     @classmethod
     def _read_usual_usage(
@@ -543,7 +571,7 @@ class OpenRouterUsage:
             return cls._read_usage(raw, problems, generation_id, provider, model)
         usage = cls._read_usage_metadata(usage_metadata, problems)
         cost, cost_details, is_byok = get("cost"), get("cost_details"), get("is_byok")
-        if cost is None and cost_details is None:
+        if cost is None and cost_details is None and is_byok is None:
             return replace(usage, generation_id=generation_id, provider=provider, model=model)
         # ChatOpenRouter puts OpenRouter's cost and its details beside the usage metadata.
         costs = cls._read_usage({"cost": cost, "cost_details": cost_details, "is_byok": is_byok}, problems)

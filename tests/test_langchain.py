@@ -184,6 +184,32 @@ def test_streaming_byok_call_adds_nothing_it_cannot_know(
     assert generation.metadata["openrouter"]["is_byok"] is True
 
 
+def test_chat_openai_and_chat_openrouter_results_are_read_at_once(openrouter) -> None:
+    """Both integrations' real `LLMResult`s take the usual-shape reader, which reads them exactly as the
+    careful one does (that one also says what is wrong with bad input)."""
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    from langfuse_openrouter_callbacks._log import Problems
+    from langfuse_openrouter_callbacks.usage import OpenRouterUsage
+
+    results: list[Any] = []
+
+    class Keep(BaseCallbackHandler):
+        def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+            results.append(response)
+
+    for llm in (chat_openai(openrouter), chat_openrouter(openrouter)):
+        llm.invoke("hello", config={"callbacks": [Keep()]})
+    for result in results:
+        message = result.generations[-1][-1].message
+        metadata = {**(result.llm_output or {}), **message.response_metadata}
+        usual = OpenRouterUsage._read_usual_langchain(message.usage_metadata, metadata, REQUESTED)
+        assert usual is not None and usual.cost is not None and usual.cache_write_tokens > 0
+        problems = Problems("test")
+        careful = OpenRouterUsage._read_langchain(message.usage_metadata, metadata, REQUESTED, problems)
+        assert repr(usual) == repr(careful._checked(problems)) and not problems
+
+
 # ---------------------------------------------------------------------------- ChatOpenRouter
 
 

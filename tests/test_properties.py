@@ -110,6 +110,48 @@ def test_the_usual_langchain_reader_agrees_with_the_careful_one(
         assert not problems.kinds()
 
 
+def _as_langchain_usage_metadata(usage: dict) -> object:
+    """OpenRouter's usage as ChatOpenRouter puts it: LangChain's `UsageMetadata` (junk passed along)."""
+    prompt = usage.get("prompt_tokens_details")
+    completion = usage.get("completion_tokens_details")
+    prompt = prompt if isinstance(prompt, dict) else {}
+    completion = completion if isinstance(completion, dict) else {}
+    return {
+        "input_tokens": usage.get("prompt_tokens"),
+        "output_tokens": usage.get("completion_tokens"),
+        "total_tokens": usage.get("total_tokens"),
+        "input_token_details": {
+            "cache_read": prompt.get("cached_tokens"),
+            "audio": prompt.get("audio_tokens"),
+        }
+        | ({"cache_creation": prompt["cache_write_tokens"]} if "cache_write_tokens" in prompt else {}),
+        "output_token_details": {
+            "reasoning": completion.get("reasoning_tokens"),
+            "audio": completion.get("audio_tokens"),
+        },
+    }
+
+
+@quiet
+@given(usage=openrouter_usages | valid_openrouter_usages, generation_id=json_values)
+def test_the_usual_reader_of_chat_openrouters_metadata_agrees_with_the_careful_one(
+    usage: dict, generation_id: object
+) -> None:
+    usage_metadata = _as_langchain_usage_metadata(usage)
+    metadata = {
+        "model_name": "a/b",
+        "id": generation_id,
+        "cost": usage.get("cost"),
+        "cost_details": usage.get("cost_details"),
+        "is_byok": usage.get("is_byok"),
+    }
+    usual = OpenRouterUsage._read_usual_langchain(usage_metadata, metadata, "requested/model")
+    careful, problems = _careful(OpenRouterUsage._read_langchain, usage_metadata, metadata, "requested/model")
+    if usual is not None:
+        _same(usual, careful)
+        assert not problems.kinds()
+
+
 counts = st.integers(min_value=0, max_value=2_000_000)
 prices = st.decimals(
     min_value=0, max_value=Decimal("0.001"), places=12, allow_nan=False, allow_infinity=False
