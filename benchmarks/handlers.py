@@ -51,11 +51,15 @@ SYSTEM = "You answer questions about the shop's handbook. " * 40
 # ---------------------------------------------------------------------------- capture real events
 
 
-def capture_langchain(base_url: str) -> tuple[tuple[Any, ...], dict[str, Any], Any, dict[str, Any]]:
-    """One real `ChatOpenAI` call to the local OpenRouter: the start event's arguments and the LLMResult."""
+def capture_langchain(
+    base_url: str, integration: str = "ChatOpenAI"
+) -> tuple[tuple[Any, ...], dict[str, Any], Any, dict[str, Any]]:
+    """One real call of `integration` (`ChatOpenAI` or `ChatOpenRouter`) to the local OpenRouter: the
+    start event's arguments and the LLMResult."""
     from langchain_core.callbacks import BaseCallbackHandler
     from langchain_core.messages import HumanMessage, SystemMessage
     from langchain_openai import ChatOpenAI
+    from langchain_openrouter import ChatOpenRouter
 
     seen: dict[str, Any] = {}
 
@@ -66,7 +70,8 @@ def capture_langchain(base_url: str) -> tuple[tuple[Any, ...], dict[str, Any], A
         def on_llm_end(self, response: Any, **kwargs: Any) -> None:
             seen["end"] = (response, kwargs)
 
-    llm = ChatOpenAI(base_url=base_url, api_key="sk-or-bench", model=MODEL, max_retries=0, temperature=0.2)
+    llm_class = {"ChatOpenAI": ChatOpenAI, "ChatOpenRouter": ChatOpenRouter}[integration]
+    llm = llm_class(base_url=base_url, api_key="sk-or-bench", model=MODEL, max_retries=0, temperature=0.2)
     llm.invoke(
         [SystemMessage(SYSTEM), HumanMessage(f"How long do refunds take? {marker(6)}")],
         config={"callbacks": [Capture()], "metadata": {"app": "benchmarks"}},
@@ -76,7 +81,12 @@ def capture_langchain(base_url: str) -> tuple[tuple[Any, ...], dict[str, Any], A
     for key in ("run_id", "parent_run_id"):
         start_kwargs.pop(key, None)
         end_kwargs.pop(key, None)
-    _check_langchain_result(response)
+    if integration == "ChatOpenAI":
+        _check_langchain_result(response)
+    else:  # ChatOpenRouter: OpenRouter's cost beside LangChain's usage metadata
+        message = response.generations[0][0].message
+        assert message.usage_metadata["input_token_details"]["cache_creation"] > 0, message.usage_metadata
+        assert message.response_metadata.get("cost") and message.response_metadata.get("cost_details")
     return start_args, start_kwargs, response, end_kwargs
 
 
@@ -428,6 +438,9 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
     rows: list[Row] = []
     try:
         lc_start_args, lc_start_kwargs, lc_response, lc_end_kwargs = capture_langchain(openrouter.base_url)
+        cor_start_args, cor_start_kwargs, cor_response, cor_end_kwargs = capture_langchain(
+            openrouter.base_url, "ChatOpenRouter"
+        )
         li_start, li_end = capture_llama_index(openrouter.base_url)
         li_other_start, li_other_end = as_another_provider(li_start, li_end)
         li_bare = without_usage(li_end)
@@ -448,13 +461,17 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
                 handler, lc_start, lc_response, lc_end_kwargs, per_block, profiler, starts[id(handler)]
             )
 
+        def chat_openrouter(handler: Any) -> Any:
+            start = (cor_start_args, cor_start_kwargs)
+            return lambda: langchain_block(handler, start, cor_response, cor_end_kwargs, per_block)
+
         def li_block(payload: dict[str, Any], start: dict[str, Any] = li_start, handler: Any = li) -> Any:
             return lambda profiler=None: llama_index_block(handler, start, payload, per_block, profiler)
 
         li_enriched, li_plain = li_block(li_end), li_block(li_end, handler=li_usage_only)
         li_stripped = li_block(li_other_end, li_other_start)
         # warm-up: imports, caches, the first span of each kind
-        for block in (lc(ours), lc(theirs), li_enriched, li_plain, li_stripped):
+        for block in (lc(ours), lc(theirs), chat_openrouter(ours), li_enriched, li_plain, li_stripped):
             block()
         for figures in starts.values():
             figures.clear()
@@ -471,6 +488,16 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
         client.flush()
         start_ours, start_theirs = Stats.of(starts[id(ours)]), Stats.of(starts[id(theirs)])
         lc_spans = list(receiver.spans)
+        receiver.spans.clear()
+        cor_times = interleaved(
+            {
+                "ours": exported.wrap("cor ours", chat_openrouter(ours), per_block),
+                "langfuse": exported.wrap("cor langfuse", chat_openrouter(theirs), per_block),
+            },
+            max(6, rounds // 2),
+        )
+        client.flush()
+        cor_spans = list(receiver.spans)
         receiver.spans.clear()
         li_times = interleaved(
             {
@@ -508,6 +535,10 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
 
         events = rounds * per_block
         lc_gens, lc_enriched, _ = enriched(lc_spans)
+        cor_events = max(6, rounds // 2) * per_block
+        cor_gens, cor_enriched, _ = enriched(cor_spans)
+        cor_ratio = Stats.of(ratios(cor_times["ours"], cor_times["langfuse"]))
+        cor_ours, cor_theirs = Stats.of(cor_times["ours"]), Stats.of(cor_times["langfuse"])
         li_gens, li_enriched, li_usage_only = enriched(li_spans)
 
         lc_ratio = Stats.of(ratios(lc_times["ours"], lc_times["langfuse"]))
@@ -533,6 +564,11 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
                 "LangChain added per call",
                 f"{ours_s.median - theirs_s.median:.1f} µs",
                 number=ours_s.median - theirs_s.median,
+            ),
+            Row(
+                NAME,
+                "  information: the same with ChatOpenRouter's LLMResult, ours / Langfuse's",
+                f"{cor_ratio.fmt('x')} ({cor_ours.median:.1f} / {cor_theirs.median:.1f} µs)",
             ),
             Row(
                 NAME,
@@ -577,6 +613,13 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
                 f"{lc_enriched} of {events} ({lc_gens} generations from both)",
                 f"= {events}",
                 lc_enriched == events and lc_gens == 2 * events,
+            ),
+            Row(
+                NAME,
+                "generations received with OpenRouter cost (LangChain ours, ChatOpenRouter)",
+                f"{cor_enriched} of {cor_events} ({cor_gens} generations from both)",
+                f"= {cor_events}",
+                cor_enriched == cor_events and cor_gens == 2 * cor_events,
             ),
             Row(
                 NAME,

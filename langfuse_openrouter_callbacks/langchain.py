@@ -224,10 +224,12 @@ class CallbackHandler(LangfuseCallbackHandler):
             self._calls[run_id] = call
 
     def _enrichment(self, response: LLMResult, call: _Call | None) -> Enrichment | None:
-        message = getattr(_last_generation(response), "message", None)
-        metadata = {**(response.llm_output or {}), **(getattr(message, "response_metadata", None) or {})}
-        if isinstance(response.llm_output, Mapping) and "token_usage" in response.llm_output:
-            metadata["token_usage"] = response.llm_output["token_usage"]  # OpenRouter's raw usage
+        generations = response.generations
+        message = getattr(generations[-1][-1], "message", None) if generations and generations[-1] else None
+        llm_output = response.llm_output
+        metadata = {**(llm_output or {}), **(getattr(message, "response_metadata", None) or {})}
+        if (type(llm_output) is dict or isinstance(llm_output, Mapping)) and "token_usage" in llm_output:
+            metadata["token_usage"] = llm_output["token_usage"]  # OpenRouter's raw usage
         requested = call.requested_model if call else None
         usage = OpenRouterUsage.from_langchain(
             getattr(message, "usage_metadata", None), metadata, model=requested

@@ -305,12 +305,14 @@ class OpenRouterUsage:
     def _read_usual_langchain(
         cls, usage_metadata: Any, metadata: Any, model: str | None
     ) -> OpenRouterUsage | None:
-        fields = _fields(metadata)
+        fields = metadata if type(metadata) is dict else _fields(metadata)
         if not fields or (usage_metadata is not None and not _is_object(usage_metadata)):
             return None
         get = fields.get
-        generation_id, provider = _text(get("id")), _text(get("provider"))
-        model = _text(get("model_name")) or _text(get("model")) or model
+        generation_id, provider, model_name = get("id"), get("provider"), get("model_name")
+        generation_id = generation_id if isinstance(generation_id, str) and generation_id else None
+        provider = provider if isinstance(provider, str) and provider else None
+        model = model_name if isinstance(model_name, str) and model_name else _text(get("model")) or model
         raw = get("token_usage")  # ChatOpenAI: OpenRouter's usage dict, verbatim
         if raw is not None:
             raw = raw if type(raw) is dict else _fields(raw)
