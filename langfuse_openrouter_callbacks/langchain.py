@@ -13,7 +13,6 @@ the call is fetched in the background, then ends with its true end time (see `ge
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -112,8 +111,7 @@ class CallbackHandler(LangfuseCallbackHandler):
         self.savings_score = savings_score
         self.price_catalog = price_catalog if price_catalog is not None else PriceCatalog.shared()
         self.price_catalog.preload()
-        self._calls: dict[UUID, _Call] = {}
-        self._calls_lock = threading.Lock()
+        self._calls: dict[UUID, _Call] = {}  # by run id; one atomic dict operation per access, no lock
         self._logged: set[str] = set()
         self._generation_stats = resolve_fetcher(fetch_generation_stats, generation_stats_fetcher)
         if self._generation_stats is not None:
@@ -142,8 +140,7 @@ class CallbackHandler(LangfuseCallbackHandler):
     def on_llm_end(
         self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> Any:
-        with self._calls_lock:
-            call = self._calls.pop(run_id, None)
+        call = self._calls.pop(run_id, None)
         enrichment = None
         try:
             enrichment = self._enrichment(response, call)
@@ -166,8 +163,7 @@ class CallbackHandler(LangfuseCallbackHandler):
         return result
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
-        with self._calls_lock:
-            self._calls.pop(run_id, None)
+        self._calls.pop(run_id, None)
         return super().on_llm_error(error, run_id=run_id, **kwargs)
 
     # ------------------------------------------------------------------ internals
@@ -220,8 +216,7 @@ class CallbackHandler(LangfuseCallbackHandler):
         except Exception:
             log_exception_once(self._logged, "on_start", "could not read a LangChain model's configuration")
             return
-        with self._calls_lock:
-            self._calls[run_id] = call
+        self._calls[run_id] = call
 
     def _enrichment(self, response: LLMResult, call: _Call | None) -> Enrichment | None:
         generations = response.generations

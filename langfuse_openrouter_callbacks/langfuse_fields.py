@@ -217,7 +217,9 @@ def generation_attributes(usage: OpenRouterUsage, breakdown: CostBreakdown) -> d
     """
     u, b = usage, breakdown
     uncached = u.prompt_tokens - u.cached_tokens - u.cache_write_tokens
-    input_audio = min(u.prompt_audio_tokens, uncached)
+    input_audio = u.prompt_audio_tokens
+    if input_audio > uncached:
+        input_audio = uncached
     reasoning, output_image, output_audio = (
         u.reasoning_tokens,
         u.completion_image_tokens,
@@ -227,31 +229,32 @@ def generation_attributes(usage: OpenRouterUsage, breakdown: CostBreakdown) -> d
     if plain_output < 0:  # as in `usage_details`
         output_image = output_audio = 0
         plain_output = u.completion_tokens - reasoning
-    usage_json = (
-        f'{{"input":{uncached - input_audio}'
-        + (f',"input_audio":{input_audio}' if input_audio else "")
-        + (f',"input_cache_read":{u.cached_tokens}' if u.cached_tokens else "")
-        + (f',"input_cache_creation":{u.cache_write_tokens}' if u.cache_write_tokens else "")
-        + f',"output":{plain_output}'
-        + (f',"output_reasoning":{reasoning}' if reasoning else "")
-        + (f',"output_image":{output_image}' if output_image else "")
-        + (f',"output_audio":{output_audio}' if output_audio else "")
-        + f',"total":{u.prompt_tokens + u.completion_tokens}}}'
+    cached, writes, total_tokens = (
+        u.cached_tokens,
+        u.cache_write_tokens,
+        u.prompt_tokens + u.completion_tokens,
     )
-    attributes = {_USAGE_DETAILS: usage_json}
+    attributes = {  # the same keys, in the same order, as `usage_details` (zero buckets left out)
+        _USAGE_DETAILS: (
+            f'{{"input":{uncached - input_audio}{f"{_IN_AUDIO}{input_audio}" if input_audio else ""}'
+            f"{f'{_IN_CACHE_READ}{cached}' if cached else ''}{f'{_IN_CACHE_WRITE}{writes}' if writes else ''}"
+            f',"output":{plain_output}{f"{_OUT_REASONING}{reasoning}" if reasoning else ""}'
+            f"{f'{_OUT_IMAGE}{output_image}' if output_image else ''}"
+            f'{f"{_OUT_AUDIO}{output_audio}" if output_audio else ""},"total":{total_tokens}}}'
+        )
+    }
     total = str(b.total)
     if b.source != "unpriced":  # `cost_details`: the non-zero buckets (in `BUCKETS` order) and the total
-        buckets = (
-            (f',"input":{b.input!s}' if b.input else "")
-            + (f',"input_cache_read":{b.input_cache_read!s}' if b.input_cache_read else "")
-            + (f',"input_cache_creation":{b.input_cache_creation!s}' if b.input_cache_creation else "")
-            + (f',"output":{b.output!s}' if b.output else "")
-            + (f',"output_reasoning":{b.output_reasoning!s}' if b.output_reasoning else "")
-            + (f',"request":{b.request!s}' if b.request else "")
-            + (f',"web_search":{b.web_search!s}' if b.web_search else "")
-            + (f',"other":{b.other!s}' if b.other else "")
+        attributes[_COST_DETAILS] = (
+            f"{{{f'{_INPUT}{b.input!s},' if b.input else ''}"
+            f"{f'{_CACHE_READ}{b.input_cache_read!s},' if b.input_cache_read else ''}"
+            f"{f'{_CACHE_WRITE}{b.input_cache_creation!s},' if b.input_cache_creation else ''}"
+            f"{f'{_OUTPUT}{b.output!s},' if b.output else ''}"
+            f"{f'{_REASONING}{b.output_reasoning!s},' if b.output_reasoning else ''}"
+            f"{f'{_REQUEST}{b.request!s},' if b.request else ''}"
+            f"{f'{_WEB_SEARCH}{b.web_search!s},' if b.web_search else ''}"
+            f'{f"{_OTHER}{b.other!s}," if b.other else ""}"total":{total}}}'
         )
-        attributes[_COST_DETAILS] = f'{{{buckets[1:]}{"," if buckets else ""}"total":{total}}}'
     # OpenRouter's charge is usually the total, and the provider's charge too: written once.
     cost, upstream = u.cost, u.upstream_inference_cost
     reported = "null" if cost is None else total if cost is b.total else str(cost)
@@ -275,6 +278,16 @@ def generation_attributes(usage: OpenRouterUsage, breakdown: CostBreakdown) -> d
 
 
 _FLAGS = {True: "true", False: "false", None: "null"}
+# JSON fragments of `usage_details` and `cost_details` keys
+_IN_AUDIO, _IN_CACHE_READ, _IN_CACHE_WRITE = (
+    ',"input_audio":',
+    f',"{CACHE_READ_KEY}":',
+    f',"{CACHE_WRITE_KEY}":',
+)
+_OUT_REASONING, _OUT_IMAGE, _OUT_AUDIO = ',"output_reasoning":', ',"output_image":', ',"output_audio":'
+_INPUT, _CACHE_READ, _CACHE_WRITE, _OUTPUT, _REASONING, _REQUEST, _WEB_SEARCH, _OTHER = (
+    f'"{name}":' for name in BUCKETS
+)
 _json_string = encode_basestring
 
 

@@ -306,7 +306,9 @@ class OpenRouterUsage:
         cls, usage_metadata: Any, metadata: Any, model: str | None
     ) -> OpenRouterUsage | None:
         fields = metadata if type(metadata) is dict else _fields(metadata)
-        if not fields or (usage_metadata is not None and not _is_object(usage_metadata)):
+        if not fields or (
+            usage_metadata is not None and type(usage_metadata) is not dict and not _is_object(usage_metadata)
+        ):
             return None
         get = fields.get
         generation_id, provider, model_name = get("id"), get("provider"), get("model_name")
@@ -324,26 +326,38 @@ class OpenRouterUsage:
             return None
         inputs = usage_metadata.get("input_token_details") or _NOTHING
         outputs = usage_metadata.get("output_token_details") or _NOTHING
-        if type(inputs) is not dict or type(outputs) is not dict:
+        costs = get("cost_details")
+        if costs is None:
+            costs = _NOTHING
+        elif type(costs) is not dict:
+            costs = _fields(costs)
+        if type(inputs) is not dict or type(outputs) is not dict or costs is None:
             return None
-        usage = {  # in OpenRouter's shape
-            "prompt_tokens": usage_metadata.get("input_tokens"),
-            "completion_tokens": usage_metadata.get("output_tokens"),
-            "total_tokens": usage_metadata.get("total_tokens"),
-            "prompt_tokens_details": {
-                "cached_tokens": inputs.get("cache_read"),
-                "cache_write_tokens": inputs.get("cache_creation"),
-                "audio_tokens": inputs.get("audio"),
-            },
-            "completion_tokens_details": {
-                "reasoning_tokens": outputs.get("reasoning"),
-                "audio_tokens": outputs.get("audio"),
-            },
-            "cost": get("cost"),
-            "cost_details": get("cost_details"),
-            "is_byok": get("is_byok"),
-        }
-        return cls._read_usual_usage(usage, generation_id, provider, model)
+        return cls._usual(
+            (
+                usage_metadata.get("input_tokens"),
+                usage_metadata.get("output_tokens"),
+                usage_metadata.get("total_tokens"),
+                inputs.get("cache_read"),
+                inputs.get("cache_creation"),
+                outputs.get("reasoning"),
+                inputs.get("audio"),
+                None,
+                outputs.get("audio"),
+                None,
+                None,
+            ),
+            (
+                get("cost"),
+                costs.get("upstream_inference_cost"),
+                costs.get("upstream_inference_prompt_cost"),
+                costs.get("upstream_inference_completions_cost"),
+            ),
+            get("is_byok"),
+            generation_id,
+            provider,
+            model,
+        )
 
     @classmethod
     def _read_usual_usage(
@@ -368,35 +382,53 @@ class OpenRouterUsage:
             tools = _fields(tools)
         if prompt is None or completion is None or costs is None or tools is None:
             return None
-        counts = (
-            get("prompt_tokens"),
-            get("completion_tokens"),
-            get("total_tokens"),
-            prompt.get("cached_tokens"),
-            prompt.get("cache_write_tokens"),
-            completion.get("reasoning_tokens"),
-            prompt.get("audio_tokens"),
-            prompt.get("video_tokens"),
-            completion.get("audio_tokens"),
-            completion.get("image_tokens"),
-            tools.get("web_search_requests"),
+        return cls._usual(
+            (
+                get("prompt_tokens"),
+                get("completion_tokens"),
+                get("total_tokens"),
+                prompt.get("cached_tokens"),
+                prompt.get("cache_write_tokens"),
+                completion.get("reasoning_tokens"),
+                prompt.get("audio_tokens"),
+                prompt.get("video_tokens"),
+                completion.get("audio_tokens"),
+                completion.get("image_tokens"),
+                tools.get("web_search_requests"),
+            ),
+            (
+                get("cost"),
+                costs.get("upstream_inference_cost"),
+                costs.get("upstream_inference_prompt_cost"),
+                costs.get("upstream_inference_completions_cost"),
+            ),
+            get("is_byok"),
+            generation_id,
+            provider,
+            model,
         )
+
+    @classmethod
+    def _usual(
+        cls,
+        counts: tuple[Any, ...],
+        money: tuple[Any, ...],
+        is_byok: Any,
+        generation_id: str | None,
+        provider: str | None,
+        model: str | None,
+    ) -> OpenRouterUsage | None:
+        """The usage from its values in field order (counts: prompt ... web searches; money: cost,
+        upstream, its prompt and completion parts), or None unless every value is valid."""
         for value in counts:
             if value is not None and not (type(value) is int and 0 <= value <= MAX_TOKENS):
                 return None
-        money = (
-            get("cost"),
-            costs.get("upstream_inference_cost"),
-            costs.get("upstream_inference_prompt_cost"),
-            costs.get("upstream_inference_completions_cost"),
-        )
         for value in money:
             if value is not None and not (
                 (type(value) is float and 0 < value <= _MAX_USD_FLOAT)
                 or (type(value) is int and 0 <= value <= _MAX_USD_FLOAT)
             ):
                 return None
-        is_byok = get("is_byok")
         if is_byok is not None and type(is_byok) is not bool:
             return None
         (
