@@ -128,7 +128,11 @@ class PriceCatalog:
         `model` may be several ids for the same call (the one requested and the dated one the
         response names): each level of the lookup tries them all before the next level.
         """
-        key = (model if isinstance(model, str) else tuple(model or ()), provider, self.offline)
+        key = (
+            model if type(model) is str or type(model) is tuple else tuple(model or ()),
+            provider,
+            self.offline,
+        )
         known = self._answers.get(key)
         if known is not None and known[1] > time.time():
             return known[0]  # the usual case: the same model and provider as an earlier call
