@@ -129,7 +129,7 @@ class PriceCatalog:
         response names): each level of the lookup tries them all before the next level.
         """
         key = (
-            model if type(model) is str or type(model) is tuple else tuple(model or ()),
+            model if type(model) is tuple or isinstance(model, str) else tuple(model or ()),
             provider,
             self.offline,
         )
