@@ -146,14 +146,14 @@ def write_generation(observation: Any, fields: Mapping[str, Any], ours: dict[str
     span = observation._otel_span
     if not span.is_recording():
         return True  # update() writes nothing either
-    serialize = steps.serialize
+    serialize, masked = steps.serialize, observation._process_media_and_apply_mask
     attributes: dict[str, str] = {steps.type_key: "generation"}
-    for key, name in ((steps.input_key, "input"), (steps.output_key, "output")):
-        value = fields.get(name)
-        if value is not None:
-            value = serialize(observation._process_media_and_apply_mask(data=value, field=name, span=span))
-            if value is not None:
-                attributes[key] = value
+    value = fields.get("input")
+    if value is not None and (value := serialize(masked(data=value, field="input", span=span))) is not None:
+        attributes[steps.input_key] = value
+    value = fields.get("output")
+    if value is not None and (value := serialize(masked(data=value, field="output", span=span))) is not None:
+        attributes[steps.output_key] = value
     model = fields.get("model")
     if model is not None:
         attributes[steps.model_key] = model
