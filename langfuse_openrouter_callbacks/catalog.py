@@ -133,16 +133,19 @@ class PriceCatalog:
             provider,
             self.offline,
         )
+        now = time.time()
         known = self._answers.get(key)
-        if known is not None and known[1] > time.time():
+        if known is not None and known[1] > now:
             return known[0]  # the usual case: the same model and provider as an earlier call
         version = self._version
-        candidates = [model] if isinstance(model, str) else [m for m in (model or ()) if isinstance(m, str)]
-        candidates = [m for m in candidates if m]
+        if isinstance(model, str):
+            candidates = [model] if model else []
+        else:
+            candidates = [m for m in (model or ()) if isinstance(m, str) and m]
         if not candidates:
             return None
-        found, valid_until = self._lookup(candidates, provider)
-        if valid_until > time.time():
+        found, valid_until = self._lookup(candidates, provider, now)
+        if valid_until > now:
             with self._lock:
                 if self._version == version:  # nothing was installed meanwhile: the answer is current
                     if len(self._answers) >= _MAX_REMEMBERED_MISSES:
@@ -150,20 +153,29 @@ class PriceCatalog:
                     self._answers[key] = (found, valid_until)
         return found
 
-    def _lookup(self, candidates: list[str], provider: str | None) -> tuple[ModelPricing | None, float]:
+    def _lookup(
+        self, candidates: list[str], provider: str | None, now: float
+    ) -> tuple[ModelPricing | None, float]:
         """The prices for `pricing_for`, and until when (`time.time()`) the answer stands unless prices
         are installed meanwhile: 0 while the lookup still waits for prices (fetches queued, or failed)."""
-        for m in candidates:
-            found = self._override_for(m)
-            if found is not None:
-                return found, _FOREVER
+        if self._overrides:
+            for m in candidates:
+                found = self._override_for(m)
+                if found is not None:
+                    return found, _FOREVER
         valid_until = _FOREVER
         if not self.offline:
-            self._load_from_disk_once()
-            self._refresh_models_if_stale()
+            if not self._loaded_from_disk:
+                self._load_from_disk_once()
             fetched = self._models_fetched_at
             valid_until = 0.0 if fetched is None else fetched + self.ttl  # the model list's ttl
-            ids = [i for i in (self._resolve(m) for m in candidates) if i is not None]
+            if valid_until < now:
+                self._schedule(("models", ""))  # missing or stale: fetched behind the scenes
+            ids = []
+            for m in candidates:
+                model_id = self._resolve(m)
+                if model_id is not None:
+                    ids.append(model_id)
             if provider:
                 for model_id in ids:
                     found = self._endpoint_pricing(model_id, provider)
@@ -171,8 +183,9 @@ class PriceCatalog:
                         return found, valid_until
                     if model_id not in self._endpoints:
                         valid_until = 0.0  # its endpoints' prices are still to come
+            models = self._models
             for model_id in ids:
-                found = self._models.get(model_id)
+                found = models.get(model_id)
                 if found is not None:
                     return found, valid_until
         for m in candidates:
