@@ -400,6 +400,9 @@ def test_openrouter_calls_differ_from_langfuses_record_only_in_our_fields(
     openrouter, catalog, langfuse_client, otlp_receiver
 ) -> None:
     """Our `on_llm_end` mirrors Langfuse's step for step: output, input, model, name, trace, all equal."""
+    assert (
+        langchain_module._MIRRORS_LANGFUSE_ON_LLM_END
+    )  # the pinned Langfuse's on_llm_end is the one mirrored
     llm = chat_openai(openrouter)
     llm.invoke("hello", config={"callbacks": [LangfuseCallbackHandler()], "metadata": {"app": "x"}})
     (theirs,) = exported_generations(langfuse_client, otlp_receiver)
