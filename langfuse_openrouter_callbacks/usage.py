@@ -71,25 +71,6 @@ def _is_object(obj: Any) -> bool:
     return isinstance(obj, Mapping) or hasattr(obj, "model_extra") or hasattr(obj, "__dict__")
 
 
-def _none(key: str) -> None:
-    return None
-
-
-def _getter(obj: Any) -> Callable[[str], Any]:
-    """`_get` bound to `obj`, specialised once per object: a dict's own `get` (the hot path)."""
-    if type(obj) is dict:
-        return obj.get
-    if obj is None:
-        return _none
-    fields = getattr(obj, "__dict__", None)
-    if type(fields) is dict and _is_pydantic(type(obj)):  # declared fields, then extras
-        extra = getattr(obj, "__pydantic_extra__", None)
-        if type(extra) is not dict or not extra:
-            return fields.get
-        return lambda key: fields[key] if key in fields else extra.get(key)
-    return lambda key: _get(obj, key)
-
-
 _NOTHING: dict[str, Any] = {}  # read-only: what a missing object reads as
 
 
@@ -103,12 +84,21 @@ def _fields(obj: Any) -> dict[str, Any] | None:
         return _NOTHING
     if _pydantic_types.get(kind):  # a pydantic model class seen before
         fields, extra = obj.__dict__, obj.__pydantic_extra__
-        return extra | fields if extra else fields
+        return extra | fields if type(extra) is dict and extra else fields
     fields = getattr(obj, "__dict__", None)
     if type(fields) is dict and _is_pydantic(kind):
         extra = getattr(obj, "__pydantic_extra__", None)
         return extra | fields if type(extra) is dict and extra else fields
     return None
+
+
+def _getter(obj: Any) -> Callable[[str], Any]:
+    """`_get` bound to `obj`, specialised once per object: the `get` of all its keys at once where
+    `_fields` has them (dicts, pydantic models, None), else key by key."""
+    fields = _fields(obj)
+    if fields is not None:
+        return fields.get
+    return lambda key: _get(obj, key)
 
 
 def _n(value: Any, name: str, problems: Problems) -> int:
@@ -347,12 +337,8 @@ class OpenRouterUsage:
                 None,
                 None,
             ),
-            (
-                get("cost"),
-                costs.get("upstream_inference_cost"),
-                costs.get("upstream_inference_prompt_cost"),
-                costs.get("upstream_inference_completions_cost"),
-            ),
+            get("cost"),
+            costs,
             get("is_byok"),
             generation_id,
             provider,
@@ -396,12 +382,8 @@ class OpenRouterUsage:
                 completion.get("image_tokens"),
                 tools.get("web_search_requests"),
             ),
-            (
-                get("cost"),
-                costs.get("upstream_inference_cost"),
-                costs.get("upstream_inference_prompt_cost"),
-                costs.get("upstream_inference_completions_cost"),
-            ),
+            get("cost"),
+            costs,
             get("is_byok"),
             generation_id,
             provider,
@@ -412,14 +394,21 @@ class OpenRouterUsage:
     def _usual(
         cls,
         counts: tuple[Any, ...],
-        money: tuple[Any, ...],
+        cost: Any,
+        costs: Mapping[str, Any],
         is_byok: Any,
         generation_id: str | None,
         provider: str | None,
         model: str | None,
     ) -> OpenRouterUsage | None:
-        """The usage from its values in field order (counts: prompt ... web searches; money: cost,
-        upstream, its prompt and completion parts), or None unless every value is valid."""
+        """The usage from its values (counts in field order, prompt ... web searches; OpenRouter's `cost`
+        and its `cost_details`), or None unless every value is valid."""
+        money = (
+            cost,
+            costs.get("upstream_inference_cost"),
+            costs.get("upstream_inference_prompt_cost"),
+            costs.get("upstream_inference_completions_cost"),
+        )
         for value in counts:
             if value is not None and not (type(value) is int and 0 <= value <= MAX_TOKENS):
                 return None
@@ -461,7 +450,7 @@ class OpenRouterUsage:
             and completion_image <= completion_tokens
         ):
             return None  # contradictory: clamped, with a warning, by the careful reader
-        cost, upstream, upstream_prompt, upstream_completions = money
+        upstream, upstream_prompt, upstream_completions = money[1:]
         reported = None if cost is None else Decimal(repr(cost))
         if type(upstream) is type(cost) and upstream == cost:
             upstream = cost  # without BYOK OpenRouter's charge is the provider's: one Decimal for both
