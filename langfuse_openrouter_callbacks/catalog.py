@@ -165,12 +165,8 @@ class PriceCatalog:
                     return found, _FOREVER
         valid_until = _FOREVER
         if not self.offline:
-            if not self._loaded_from_disk:
-                self._load_from_disk_once()
-            fetched = self._models_fetched_at
-            valid_until = 0.0 if fetched is None else fetched + self.ttl  # the model list's ttl
-            if valid_until < now:
-                self._schedule(("models", ""))  # missing or stale: fetched behind the scenes
+            self._load_from_disk_once()
+            valid_until = self._models_valid_until(now)
             ids = []
             for m in candidates:
                 model_id = self._resolve(m)
@@ -293,10 +289,14 @@ class PriceCatalog:
 
     # ------------------------------------------------------------------ background work
 
-    def _refresh_models_if_stale(self) -> None:
+    def _models_valid_until(self, now: float) -> float:
+        """Until when (`time.time()`) the model list stands, 0 without one; a missing or stale list
+        is fetched behind the scenes."""
         fetched = self._models_fetched_at
-        if fetched is None or time.time() - fetched > self.ttl:
+        valid_until = 0.0 if fetched is None else fetched + self.ttl
+        if valid_until < now:
             self._schedule(("models", ""))
+        return valid_until
 
     def _schedule(self, task: tuple[str, str]) -> None:
         failed = self._failed_at.get(task[0] + task[1])
@@ -339,7 +339,7 @@ class PriceCatalog:
             _genai_prices.canonical_id("")  # loads the offline data once
             if not self.offline:
                 self._load_from_disk_once()
-                self._refresh_models_if_stale()
+                self._models_valid_until(time.time())
             return True
         try:
             if kind == "models":
