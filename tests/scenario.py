@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from langfuse_openrouter_callbacks import PriceCatalog
-from tests.support.openrouter_server import Usage
+from tests.support.openrouter_server import ResponseSpec, Usage
 
 REQUESTED = "anthropic/claude-sonnet-4.5"  # the id users ask for
 DATED = "anthropic/claude-4.5-sonnet-20250929"  # the id OpenRouter answers with
@@ -48,3 +48,12 @@ class BrokenCatalog(PriceCatalog):
 
     def pricing_for(self, model: Any, provider: str | None = None) -> Any:
         raise RuntimeError("price list exploded")
+
+
+# An OpenAI-compatible API that is not OpenRouter: no cost, no BYOK flag, no gen- id, no provider.
+ANOTHER_PROVIDER = ResponseSpec(
+    model="gpt-4o-mini-2024-07-18",
+    provider=None,
+    generation_id="chatcmpl-abc123",
+    usage=Usage(prompt_tokens=50, completion_tokens=5, cached_tokens=20, cost=None, is_byok=None),
+)

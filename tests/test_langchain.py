@@ -20,7 +20,15 @@ from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
 from langfuse_openrouter_callbacks import PriceCatalog
 from langfuse_openrouter_callbacks import langchain as langchain_module
 from langfuse_openrouter_callbacks.langchain import CallbackHandler
-from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, SONNET, BrokenCatalog
+from tests.scenario import (
+    ANOTHER_PROVIDER,
+    CACHED_CALL,
+    DATED,
+    EXPECTED_USAGE,
+    REQUESTED,
+    SONNET,
+    BrokenCatalog,
+)
 from tests.support.openrouter_server import (
     FakeOpenRouter,
     Fault,
@@ -371,14 +379,7 @@ def test_other_providers_are_recorded_exactly_as_langfuse_records_them(
     fake_openrouter, catalog, langfuse_client, otlp_receiver
 ) -> None:
     # An OpenAI-compatible API that is not OpenRouter: no cost, no gen- id, not OpenRouter's base URL.
-    fake_openrouter.set_default(
-        ResponseSpec(
-            model="gpt-4o-mini-2024-07-18",
-            provider=None,
-            generation_id="chatcmpl-abc123",
-            usage=Usage(prompt_tokens=50, completion_tokens=5, cached_tokens=20, cost=None, is_byok=None),
-        )
-    )
+    fake_openrouter.set_default(ANOTHER_PROVIDER)
     llm = ChatOpenAI(base_url=fake_openrouter.base_url, api_key="sk-test", model="gpt-4o-mini", max_retries=0)
     llm.invoke("hello", config={"callbacks": [LangfuseCallbackHandler()]})
     (theirs,) = exported_generations(langfuse_client, otlp_receiver)

@@ -23,11 +23,10 @@ from langfuse_openrouter_callbacks.llama_index import (
     set_global_handler,
     trace_attributes,
 )
-from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, BrokenCatalog
+from tests.scenario import ANOTHER_PROVIDER, CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, BrokenCatalog
 from tests.support.openrouter_server import (
     FakeOpenRouter,
     ResponseSpec,
-    Usage,
     error_spec,
     marker,
     marker_responder,
@@ -329,14 +328,7 @@ def test_when_our_fields_cannot_be_written_the_output_still_is(
 def test_other_providers_get_their_usage_and_no_openrouter_cost(
     fake_openrouter, handler, langfuse_client, otlp_receiver
 ) -> None:
-    fake_openrouter.set_default(
-        ResponseSpec(
-            model="gpt-4o-mini-2024-07-18",
-            provider=None,
-            generation_id="chatcmpl-abc",
-            usage=Usage(prompt_tokens=50, completion_tokens=5, cached_tokens=20, cost=None, is_byok=None),
-        )
-    )
+    fake_openrouter.set_default(ANOTHER_PROVIDER)
     llm = OpenAILike(api_base=fake_openrouter.base_url, api_key="sk", model="gpt-4o-mini", is_chat_model=True)
     llm.chat(HELLO)
     (generation,) = exported_generations(langfuse_client, otlp_receiver)

@@ -25,11 +25,10 @@ from openinference.instrumentation.llama_index import LlamaIndexInstrumentor
 
 from langfuse_openrouter_callbacks._openinference import Instrumentation, instrument, uninstrument
 from langfuse_openrouter_callbacks.langfuse_fields import otel_attributes
-from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, BrokenCatalog
+from tests.scenario import ANOTHER_PROVIDER, CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED, BrokenCatalog
 from tests.support.openrouter_server import (
     FakeOpenRouter,
     ResponseSpec,
-    Usage,
     error_spec,
     marker,
     marker_responder,
@@ -316,15 +315,7 @@ def test_stream_is_enriched_even_when_openinference_handles_events_first(
 def test_other_providers_are_exported_as_openinference_made_them(
     fake_openrouter, instrumented, langfuse_client, otlp_receiver
 ) -> None:
-    # An OpenAI-compatible API that is not OpenRouter: no cost, no gen- id, no BYOK flag.
-    fake_openrouter.set_default(
-        ResponseSpec(
-            model="gpt-4o-mini-2024-07-18",
-            provider=None,
-            generation_id="chatcmpl-abc123",
-            usage=Usage(prompt_tokens=50, completion_tokens=5, cached_tokens=20, cost=None, is_byok=None),
-        )
-    )
+    fake_openrouter.set_default(ANOTHER_PROVIDER)
     llm = OpenAILike(api_base=fake_openrouter.base_url, api_key="sk", model="gpt-4o-mini", is_chat_model=True)
     llm.chat(MESSAGES)
     list(llm.stream_chat(MESSAGES))
