@@ -51,28 +51,15 @@ def assert_sane(generation: ExportedSpan) -> None:
 # ---------------------------------------------------------------------------- bad input, end events
 
 
-@few
-@given(response_metadata=usage_like_dicts, llm_output=usage_like_dicts)
-@example(response_metadata={}, llm_output={"usage": {"prompt_tokens": 2**53}})  # Langfuse: a string
-def test_langchain_end_event_with_junk_never_raises_and_exports_sane_numbers(
-    langfuse_session, response_metadata: dict, llm_output: dict
-) -> None:
+def _one_langchain_call(langfuse_session: Any, serialized: dict, result: LLMResult) -> tuple[Any, Any]:
+    """A fresh handler starts one run of the chat model `serialized` describes and ends it with `result`
+    (logging silenced): the handler, and the one generation exported."""
     client, receiver = langfuse_session.ensure(), langfuse_session.receiver
     client.flush()
     receiver.reset()
     handler = CallbackHandler(price_catalog=PriceCatalog({REQUESTED: SONNET}, offline=True))
     run_id = uuid.uuid4()
-    handler.on_chat_model_start(
-        {
-            "id": ["langchain", "chat_models", "openai", "ChatOpenAI"],
-            "kwargs": {"openai_api_base": "https://openrouter.ai/api/v1"},
-        },
-        [[]],
-        run_id=run_id,
-        invocation_params={"model": REQUESTED},
-    )
-    message = AIMessage(content="ok", response_metadata=response_metadata)
-    result = LLMResult(generations=[[ChatGeneration(message=message)]], llm_output=llm_output)
+    handler.on_chat_model_start(serialized, [[]], run_id=run_id, invocation_params={"model": REQUESTED})
     logging.disable(logging.CRITICAL)
     try:
         handler.on_llm_end(result, run_id=run_id)
@@ -80,6 +67,22 @@ def test_langchain_end_event_with_junk_never_raises_and_exports_sane_numbers(
         logging.disable(logging.NOTSET)
     client.flush()
     (generation,) = receiver.generations()
+    return handler, generation
+
+
+@few
+@given(response_metadata=usage_like_dicts, llm_output=usage_like_dicts)
+@example(response_metadata={}, llm_output={"usage": {"prompt_tokens": 2**53}})  # Langfuse: a string
+def test_langchain_end_event_with_junk_never_raises_and_exports_sane_numbers(
+    langfuse_session, response_metadata: dict, llm_output: dict
+) -> None:
+    message = AIMessage(content="ok", response_metadata=response_metadata)
+    result = LLMResult(generations=[[ChatGeneration(message=message)]], llm_output=llm_output)
+    chat_openai = {
+        "id": ["langchain", "chat_models", "openai", "ChatOpenAI"],
+        "kwargs": {"openai_api_base": "https://openrouter.ai/api/v1"},
+    }
+    handler, generation = _one_langchain_call(langfuse_session, chat_openai, result)
     assert_sane(generation)
     assert handler._calls == {}
 
@@ -90,26 +93,10 @@ def test_langchain_result_without_a_generation_still_ends_the_generation(
 ) -> None:
     """OpenRouter usage to record but no generation to take the output from: Langfuse's own step
     fails there; the generation is still ended and exported, nothing is left behind."""
-    client, receiver = langfuse_session.ensure(), langfuse_session.receiver
-    client.flush()
-    receiver.reset()
-    handler = CallbackHandler(price_catalog=PriceCatalog({REQUESTED: SONNET}, offline=True))
-    run_id = uuid.uuid4()
-    handler.on_chat_model_start(
-        {"id": ["langchain", "chat_models", "openrouter", "ChatOpenRouter"], "kwargs": {}},
-        [[]],
-        run_id=run_id,
-        invocation_params={"model": REQUESTED},
-    )
     usage = {"prompt_tokens": 100, "completion_tokens": 5, "cost": 0.0004, "is_byok": False}
     result = LLMResult(generations=generations, llm_output={"token_usage": usage, "id": "gen-1"})
-    logging.disable(logging.CRITICAL)
-    try:
-        handler.on_llm_end(result, run_id=run_id)
-    finally:
-        logging.disable(logging.NOTSET)
-    client.flush()
-    (generation,) = receiver.generations()
+    chat_openrouter = {"id": ["langchain", "chat_models", "openrouter", "ChatOpenRouter"], "kwargs": {}}
+    handler, generation = _one_langchain_call(langfuse_session, chat_openrouter, result)
     assert generation.end_time_unix_nano
     assert handler._runs == {} and handler._calls == {}
 
