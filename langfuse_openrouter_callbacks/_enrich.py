@@ -93,11 +93,7 @@ def update_and_record(observation: Any, enrichment: Enrichment, fields: Mapping[
     When ours cannot be made, Langfuse's fields are still written, then the error is raised.
     """
     try:
-        ours = (
-            generation_attributes(enrichment.usage, enrichment.breakdown)  # `attributes()`, the usual case
-            if enrichment.reported is None and enrichment.record is None
-            else enrichment.attributes()
-        )
+        ours = enrichment.attributes()
     except Exception:
         observation.update(**fields)
         raise

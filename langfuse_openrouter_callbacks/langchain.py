@@ -261,10 +261,7 @@ class CallbackHandler(LangfuseCallbackHandler):
             if generation is not None:
                 fields = {"output": output, "input": kwargs.get("inputs"), "model": _parse_model(response)}
                 update_and_record(generation, enrichment, fields)
-                if self._generation_stats is None and not self.savings_score:
-                    generation.end()  # the usual case of `_end`
-                else:
-                    self._end(generation, enrichment, requested_model)
+                self._end(generation, enrichment, requested_model)
         except Exception:
             log_exception_once(
                 self._logged, "on_llm_end", "could not record an OpenRouter call on its Langfuse generation"
