@@ -16,6 +16,7 @@ conversation are out of reach, and nothing of the text can be recovered from the
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
@@ -33,10 +34,12 @@ _canonical = json.JSONEncoder(
 @dataclass(frozen=True, slots=True)
 class PromptFingerprint:
     """`cache_control`: the request carried a breakpoint (on a content part, a message, or top-level);
+    `cache_ttl`: the longest lifetime a breakpoint named (`"ttl": "1h"` is 3600 s), else None;
     `prefix_hashes[i]`: the hash of the tools and messages `0..i`."""
 
     cache_control: bool
     prefix_hashes: tuple[str, ...]
+    cache_ttl: int | None = None
 
 
 def fingerprint(
@@ -50,20 +53,29 @@ def fingerprint(
     hasher = sha256()
     if tools:
         hasher.update(b"T" + _canonical(list(tools)).encode())
-    asked = cache_control is not None
+    breakpoints = [cache_control] if cache_control is not None else []
     hashes = []
     for message in messages:
         if isinstance(message, Mapping):
-            asked = _update(hasher, message) or asked
+            _update(hasher, message, breakpoints)
         else:
             hasher.update(b"?" + type(message).__name__.encode())
         hashes.append(hasher.copy().hexdigest()[:_HEX_DIGITS])
-    return PromptFingerprint(asked, tuple(hashes))
+    ttls = [ttl for marker in breakpoints if (ttl := _ttl(marker)) is not None]
+    return PromptFingerprint(bool(breakpoints), tuple(hashes), max(ttls) if ttls else None)
 
 
-def _update(hasher: Any, message: Mapping[str, Any]) -> bool:
-    """Hash one message onto `hasher`; whether it carries a breakpoint."""
-    asked = message.get(_CACHE_CONTROL) is not None
+def _ttl(marker: Any) -> int | None:
+    """The lifetime a breakpoint names, in seconds (`"5m"`, `"1h"`, `"300s"`), else None."""
+    ttl = marker.get("ttl") if isinstance(marker, Mapping) else None
+    match = _TTL.fullmatch(ttl) if isinstance(ttl, str) else None
+    return int(match[1]) * _UNITS[match[2]] if match else None
+
+
+def _update(hasher: Any, message: Mapping[str, Any], breakpoints: list[Any]) -> None:
+    """Hash one message onto `hasher`; its breakpoints join `breakpoints`."""
+    if (marker := message.get(_CACHE_CONTROL)) is not None:
+        breakpoints.append(marker)
     role, content = message.get("role"), message.get("content")
     hasher.update(b"\x1eR" + (role if isinstance(role, str) else _canonical(role)).encode())
     if isinstance(content, str):
@@ -76,7 +88,8 @@ def _update(hasher: Any, message: Mapping[str, Any]) -> bool:
             if not isinstance(part, Mapping):
                 hasher.update(b"\x1fP" + _canonical(part).encode())
                 continue
-            asked = asked or part.get(_CACHE_CONTROL) is not None
+            if (marker := part.get(_CACHE_CONTROL)) is not None:
+                breakpoints.append(marker)
             text = part.get("text")
             if part.get("type", "text") == "text" and isinstance(text, str):
                 _text(hasher, text)
@@ -89,7 +102,6 @@ def _update(hasher: Any, message: Mapping[str, Any]) -> bool:
         extra = {k: v for k, v in message.items() if k not in _MESSAGE_KEYS and v is not None}
         if extra:
             hasher.update(b"\x1fX" + _canonical(extra).encode())
-    return asked
 
 
 def _text(hasher: Any, text: str) -> None:
@@ -98,4 +110,6 @@ def _text(hasher: Any, text: str) -> None:
     hasher.update(data)
 
 
+_TTL = re.compile(r"(\d{1,6})([smh])")
+_UNITS = {"s": 1, "m": 60, "h": 3600}
 _MESSAGE_KEYS = frozenset({"role", "content", _CACHE_CONTROL})

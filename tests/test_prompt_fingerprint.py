@@ -137,3 +137,18 @@ def _canonical_text(message: dict) -> object:
     if all(p.get("type") == "text" for p in content):
         return [p["text"] for p in content]
     return content
+
+
+def test_a_breakpoint_naming_its_lifetime_gives_it_in_seconds() -> None:
+    def marked(ttl: str | None) -> dict:
+        marker = {"type": "ephemeral"} if ttl is None else {"type": "ephemeral", "ttl": ttl}
+        return {"role": "system", "content": [{"type": "text", "text": HANDBOOK, "cache_control": marker}]}
+
+    assert fingerprint([marked(None)]).cache_ttl is None  # the provider's default
+    assert fingerprint([marked("1h")]).cache_ttl == 3600
+    assert (
+        fingerprint([marked("5m"), {"role": "user", "content": [{"type": "text", "text": "q"}]}]).cache_ttl
+        == 300
+    )
+    assert fingerprint([marked("5m")], cache_control={"type": "ephemeral", "ttl": "1h"}).cache_ttl == 3600
+    assert fingerprint([marked("forever")]).cache_ttl is None
