@@ -34,8 +34,8 @@ class Enrichment:
     """A call's usage and cost, and the Langfuse fields that record them.
 
     `reported`: what the response said, when `usage` is what a `/generation` record billed;
-    `record`: that record (its fields join the metadata); `prompt`: the request's fingerprint. A value: treat it as read-only (not frozen,
-    which makes it slower to build, once per LLM call).
+    `record`: that record (its fields join the metadata); `prompt`: the request's fingerprint.
+    A value: treat it as read-only (not frozen, which makes it slower to build, once per LLM call).
     """
 
     usage: OpenRouterUsage
