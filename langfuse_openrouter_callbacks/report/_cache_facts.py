@@ -58,14 +58,19 @@ CACHE_FACTS: tuple[CacheFacts, ...] = (
 )
 
 _BY_LENGTH = sorted(CACHE_FACTS, key=lambda facts: len(facts.prefix), reverse=True)
+_KNOWN: dict[str, CacheFacts | None] = {}
 
 
 def facts_for(model: str | None) -> CacheFacts | None:
     """The rules for `model` (an OpenRouter id, `:variant` ignored); None for a family not listed."""
     if not model:
         return None
-    model = model.split(":", 1)[0].lower()
-    for facts in _BY_LENGTH:
-        if model.startswith(facts.prefix):
-            return facts
-    return None
+    try:
+        return _KNOWN[model]
+    except KeyError:
+        pass
+    name = model.split(":", 1)[0].lower()
+    found = next((facts for facts in _BY_LENGTH if name.startswith(facts.prefix)), None)
+    if len(_KNOWN) < 4096:
+        _KNOWN[model] = found
+    return found

@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ..langfuse_fields import CACHE_READ_KEY, CACHE_WRITE_KEY, METADATA_KEY, TOTAL_KEY
+from ..langfuse_fields import METADATA_KEY, TOTAL_KEY
 from ._api import LangfuseConnection
 from ._cells import Cell, Cells, token_bucket
 from ._doctor import Call, Doctor
@@ -262,17 +262,24 @@ class _Adder:
         cell.calls += 1
         usage = o.get("usageDetails")
         usage = usage if isinstance(usage, dict) else {}
-        prompt = completion = 0
+        uncached = read = write = completion = 0
         for key, value in usage.items():
-            count = _count(value)
             bucket = token_bucket(key)
-            if bucket is None or not count:
+            if bucket is None:
                 continue
-            setattr(cell, bucket, getattr(cell, bucket) + count)
-            if bucket == "output_tokens":
+            count = value if type(value) is int and value > 0 else _count(value)
+            if bucket == "input_tokens":
+                uncached += count
+            elif bucket == "output_tokens":
                 completion += count
+            elif bucket == "cached_tokens":
+                read += count
             else:
-                prompt += count
+                write += count
+        cell.input_tokens += uncached
+        cell.cached_tokens += read
+        cell.written_tokens += write
+        cell.output_tokens += completion
         costs = o.get("costDetails")
         costs = costs if isinstance(costs, dict) else {}
         cost = _money(costs[TOTAL_KEY]) if TOTAL_KEY in costs else _money(o.get("totalCost"))
@@ -301,7 +308,8 @@ class _Adder:
             group.cost += cost
             group.savings += savings
             groups.append((dimension, value))
-        self.doctor.add(self._call(o, fields, name, started, usage, prompt, completion, tuple(groups)))
+        prompt = uncached + read + write
+        self.doctor.add(self._call(o, fields, name, started, prompt, read, write, completion, tuple(groups)))
 
     def _call(
         self,
@@ -309,8 +317,9 @@ class _Adder:
         fields: dict[str, Any],
         name: str,
         started: datetime,
-        usage: dict[str, Any],
         prompt: int,
+        read: int,
+        write: int,
         completion: int,
         groups: tuple[tuple[str, str], ...],
     ) -> Call:
@@ -342,8 +351,8 @@ class _Adder:
             answered_model=answered if isinstance(answered, str) and answered else None,
             provider=provider if isinstance(provider, str) and provider else None,
             prompt=prompt,
-            read=_count(usage.get(CACHE_READ_KEY)),
-            write=_count(usage.get(CACHE_WRITE_KEY)),
+            read=read,
+            write=write,
             completion=completion,
             cache_control=fields.get(_CACHE_CONTROL_FIELD) is True,
             hashes=hashes,
