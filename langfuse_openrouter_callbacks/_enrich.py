@@ -11,6 +11,7 @@ from typing import Any
 
 from ._langfuse_write import set_attributes, write_generation
 from ._log import log_exception_once, logger
+from ._prompt_fingerprint import PromptFingerprint
 from .catalog import DEFAULT_API_BASE, PriceCatalog
 from .cost import CostBreakdown, compute_cost
 from .generation_stats import GenerationStatsFetcher
@@ -33,14 +34,15 @@ class Enrichment:
     """A call's usage and cost, and the Langfuse fields that record them.
 
     `reported`: what the response said, when `usage` is what a `/generation` record billed;
-    `record`: that record (its fields join the metadata). A value: treat it as read-only (not frozen,
-    which makes it slower to build, once per LLM call).
+    `record`: that record (its fields join the metadata); `prompt`: the request's fingerprint.
+    A value: treat it as read-only (not frozen, which makes it slower to build, once per LLM call).
     """
 
     usage: OpenRouterUsage
     breakdown: CostBreakdown
     reported: OpenRouterUsage | None = None
     record: Mapping[str, Any] | None = None
+    prompt: PromptFingerprint | None = None
 
     @property
     def usage_details(self) -> dict[str, int]:
@@ -52,7 +54,7 @@ class Enrichment:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        said = openrouter_metadata(self.reported or self.usage, self.breakdown)
+        said = openrouter_metadata(self.reported or self.usage, self.breakdown, self.prompt)
         if self.record is not None:
             said.update(generation_record_metadata(self.record))
         return {METADATA_KEY: said}
@@ -60,7 +62,7 @@ class Enrichment:
     def attributes(self) -> dict[str, str]:
         """The OpenTelemetry span attributes that carry these fields to Langfuse."""
         if self.reported is None and self.record is None:  # the usual case: straight from the values
-            return generation_attributes(self.usage, self.breakdown)
+            return generation_attributes(self.usage, self.breakdown, self.prompt)
         return otel_attributes(self.usage_details, self.cost_details or None, self.metadata)
 
 
@@ -70,10 +72,12 @@ def enrich(
     *,
     requested_model: str | None = None,
     at: datetime | None = None,
+    prompt: PromptFingerprint | None = None,
 ) -> Enrichment:
-    """Price `usage` (by the model the response names, then the one requested)."""
+    """Price `usage` (by the model the response names, then the one requested); `prompt`: the
+    request's fingerprint (`fingerprint(messages, tools)`), recorded with it."""
     pricing = catalog.pricing_for((usage.model, requested_model), provider=usage.provider)
-    return Enrichment(usage, compute_cost(usage, pricing, at=at))
+    return Enrichment(usage, compute_cost(usage, pricing, at=at), prompt=prompt)
 
 
 def record_on_observation(observation: Any, enrichment: Enrichment) -> None:
@@ -188,7 +192,7 @@ def enrich_with_record(
         upstream_inference_prompt_cost=response.upstream_inference_prompt_cost,
         upstream_inference_completions_cost=response.upstream_inference_completions_cost,
     )
-    return Enrichment(billed, breakdown, reported=said, record=record)
+    return Enrichment(billed, breakdown, reported=said, record=record, prompt=enrichment.prompt)
 
 
 def _pricing(

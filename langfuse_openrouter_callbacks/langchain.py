@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
 
@@ -32,6 +33,7 @@ from ._enrich import (
     update_and_record,
 )
 from ._log import log_exception_once
+from ._prompt_fingerprint import PromptFingerprint, fingerprint
 from .catalog import PriceCatalog
 from .generation_stats import GenerationStatsFetcher, resolve_fetcher, watch_langfuse_client
 from .usage import MAX_TOKENS, OpenRouterUsage
@@ -82,6 +84,7 @@ else:
 class _Call:
     requested_model: str | None
     openrouter: bool  # known to be OpenRouter from the model's class or base URL
+    prompt: PromptFingerprint | None = None  # of the request as LangChain was given it, before any mask
 
 
 class CallbackHandler(LangfuseCallbackHandler):
@@ -130,11 +133,11 @@ class CallbackHandler(LangfuseCallbackHandler):
     def on_chat_model_start(
         self, serialized: dict[str, Any], messages: Any, *, run_id: UUID, **kwargs: Any
     ) -> Any:
-        self._remember(run_id, serialized, kwargs)
+        self._remember(run_id, serialized, kwargs, messages)
         return super().on_chat_model_start(serialized, messages, run_id=run_id, **kwargs)
 
     def on_llm_start(self, serialized: dict[str, Any], prompts: Any, *, run_id: UUID, **kwargs: Any) -> Any:
-        self._remember(run_id, serialized, kwargs)
+        self._remember(run_id, serialized, kwargs, prompts)
         return super().on_llm_start(serialized, prompts, run_id=run_id, **kwargs)
 
     def on_llm_end(
@@ -204,7 +207,9 @@ class CallbackHandler(LangfuseCallbackHandler):
         except Exception:
             log_exception_once(self._logged, "end-left-open", "could not end a Langfuse generation")
 
-    def _remember(self, run_id: UUID, serialized: Any, kwargs: Mapping[str, Any]) -> None:
+    def _remember(self, run_id: UUID, serialized: Any, kwargs: Mapping[str, Any], prompt: Any) -> None:
+        """What the call's end needs from its start: the model asked for, whether it is OpenRouter's,
+        and the fingerprint of the prompt (`messages` of a chat model, `prompts` of an LLM)."""
         try:
             params = kwargs.get("invocation_params") or {}
             constructor = serialized.get("kwargs") or {} if isinstance(serialized, Mapping) else {}
@@ -212,11 +217,15 @@ class CallbackHandler(LangfuseCallbackHandler):
             model = params.get("model") or params.get("model_name") or constructor.get("model_name")
             openrouter = bool(class_path) and class_path[-1] in _OPENROUTER_CLASSES
             openrouter = openrouter or any(is_openrouter_url(constructor.get(k)) for k in _BASE_URL_KEYS)
-            call = _Call(model if isinstance(model, str) else None, openrouter)
         except Exception:
             log_exception_once(self._logged, "on_start", "could not read a LangChain model's configuration")
             return
-        self._calls[run_id] = call
+        fingerprinted = None
+        try:
+            fingerprinted = _prompt_fingerprint(prompt, params)
+        except Exception:
+            log_exception_once(self._logged, "fingerprint", "could not fingerprint a LangChain prompt")
+        self._calls[run_id] = _Call(model if isinstance(model, str) else None, openrouter, fingerprinted)
 
     def _enrichment(self, response: LLMResult, call: _Call | None) -> Enrichment | None:
         generations = response.generations
@@ -231,7 +240,9 @@ class CallbackHandler(LangfuseCallbackHandler):
         )
         if usage.is_empty or not ((call is not None and call.openrouter) or has_openrouter_markers(usage)):
             return None  # not OpenRouter, or nothing to price: Langfuse's own record stands
-        return enrich(usage, self.price_catalog, requested_model=requested)
+        return enrich(
+            usage, self.price_catalog, requested_model=requested, prompt=call.prompt if call else None
+        )
 
     def _end_enriched(
         self,
@@ -327,6 +338,45 @@ class CallbackHandler(LangfuseCallbackHandler):
             return generation
 
         _adjust_final_update(generation, adjust)
+
+
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function"}
+
+
+def _prompt_fingerprint(prompt: Any, params: Mapping[str, Any]) -> PromptFingerprint | None:
+    """The fingerprint of a chat model's `messages` (one list per run: a batch starts one run per
+    prompt) or an LLM's `prompts`, with the tools and top-level `cache_control` of the request."""
+    if not isinstance(prompt, list):
+        return None
+    if prompt and all(isinstance(p, str) for p in prompt):
+        messages = [{"role": "user", "content": p} for p in prompt]
+    else:
+        messages = [_neutral(m) for run in prompt if isinstance(run, list) for m in run]
+    extra = [params.get(k) for k in ("extra_body", "model_kwargs")]
+    top = next(
+        (d["cache_control"] for d in (params, *extra) if isinstance(d, Mapping) and "cache_control" in d),
+        None,
+    )
+    tools = params.get("tools")
+    return fingerprint(messages, tools if isinstance(tools, list) else None, cache_control=top)
+
+
+def _neutral(message: Any) -> Any:
+    """A LangChain message as the plain dict the fingerprint reads (other entries as they are)."""
+    if not isinstance(message, BaseMessage):
+        return message
+    kind = message.type
+    neutral: dict[str, Any] = {
+        "role": message.role if isinstance(message, ChatMessage) else _ROLES.get(kind, kind),
+        "content": message.content,
+    }
+    if isinstance(message, AIMessage) and message.tool_calls:
+        neutral["tool_calls"] = [
+            {"id": c.get("id"), "name": c.get("name"), "args": c.get("args")} for c in message.tool_calls
+        ]
+    elif isinstance(message, ToolMessage):
+        neutral["tool_call_id"] = message.tool_call_id
+    return neutral
 
 
 def _last_generation(response: LLMResult) -> Any:

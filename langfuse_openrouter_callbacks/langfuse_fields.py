@@ -13,6 +13,7 @@ from decimal import Decimal
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
+from ._prompt_fingerprint import PromptFingerprint
 from .cost import BUCKETS, CostBreakdown
 from .usage import OpenRouterUsage
 
@@ -106,26 +107,57 @@ def cost_details(breakdown: CostBreakdown) -> dict[str, float]:
     return details
 
 
-def openrouter_metadata(usage: OpenRouterUsage, breakdown: CostBreakdown) -> dict[str, Any]:
-    """What OpenRouter said and what caching saved, for `metadata["openrouter"]`."""
+def openrouter_metadata(
+    usage: OpenRouterUsage, breakdown: CostBreakdown, prompt: PromptFingerprint | None = None
+) -> dict[str, Any]:
+    """What OpenRouter said, what caching saved and what the prompt asked, for `metadata["openrouter"]`.
+
+    Only what is known and adds something: no nulls; `is_byok` only when true; the provider's charge
+    only when it differs from OpenRouter's; the cache fields only on calls that read or wrote the
+    cache; `reconciliation_delta` only when not zero. `prompt` adds `cache_control` (when the request
+    carried a breakpoint), `cache_ttl` (seconds, when a breakpoint named its lifetime) and
+    `prefix_hashes`.
+    """
+    meta: dict[str, Any] = {}
+    if usage.generation_id is not None:
+        meta["generation_id"] = usage.generation_id
+    if usage.provider is not None:
+        meta["provider"] = usage.provider
+    if usage.model is not None:
+        meta["model"] = usage.model
+    if usage.is_byok:
+        meta["is_byok"] = True
     cost, upstream = usage.cost, usage.upstream_inference_cost
-    savings, no_cache = breakdown.cache_savings, breakdown.no_cache_total
-    delta = breakdown.reconciliation_delta
-    return {
-        "generation_id": usage.generation_id,
-        "provider": usage.provider,
-        "model": usage.model,
-        "is_byok": usage.is_byok,
-        "reported_cost": None if cost is None else float(cost),
-        "upstream_inference_cost": None if upstream is None else float(upstream),
-        "cache_savings_usd": None if savings is None else float(savings),
-        "no_cache_cost_usd": None if no_cache is None else float(no_cache),
-        "cache_hit_ratio": breakdown.cache_hit_ratio,
-        "cost_source": breakdown.source,
-        "pricing_source": breakdown.pricing_source,
-        "reconciliation_delta": None if delta is None else float(delta),
-        "web_search_requests": usage.web_search_requests or None,
-    }
+    if cost is not None:
+        meta["reported_cost"] = float(cost)
+    if upstream is not None and upstream != cost:
+        meta["upstream_inference_cost"] = float(upstream)
+    if usage.cached_tokens or usage.cache_write_tokens:
+        savings, no_cache, ratio = (
+            breakdown.cache_savings,
+            breakdown.no_cache_total,
+            breakdown.cache_hit_ratio,
+        )
+        if savings is not None:
+            meta["cache_savings_usd"] = float(savings)
+        if no_cache is not None:
+            meta["no_cache_cost_usd"] = float(no_cache)
+        if ratio is not None:
+            meta["cache_hit_ratio"] = ratio
+    meta["cost_source"] = breakdown.source
+    if breakdown.pricing_source is not None:
+        meta["pricing_source"] = breakdown.pricing_source
+    if breakdown.reconciliation_delta:
+        meta["reconciliation_delta"] = float(breakdown.reconciliation_delta)
+    if usage.web_search_requests:
+        meta["web_search_requests"] = usage.web_search_requests
+    if prompt is not None:
+        if prompt.cache_control:
+            meta["cache_control"] = True
+        if prompt.cache_ttl is not None:
+            meta["cache_ttl"] = prompt.cache_ttl
+        meta["prefix_hashes"] = list(prompt.prefix_hashes)
+    return meta
 
 
 #: The fields of OpenRouter's `/generation` record that `metadata["openrouter"]` carries, under their names.
@@ -163,17 +195,18 @@ def generation_record_metadata(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def to_langfuse(
-    usage: OpenRouterUsage, breakdown: CostBreakdown
+    usage: OpenRouterUsage, breakdown: CostBreakdown, prompt: PromptFingerprint | None = None
 ) -> tuple[dict[str, int], dict[str, float], dict[str, Any]]:
     """`(usage_details, cost_details, metadata)` for a Langfuse generation.
 
-    `metadata` is `{"openrouter": {...}}`: generation id, provider, BYOK, reported and upstream cost,
-    cache savings, no-cache cost, cache hit ratio, cost and pricing source, reconciliation delta.
+    `metadata` is `{"openrouter": {...}}` (`openrouter_metadata`): generation id, provider, model,
+    reported cost, cache savings, cost and pricing source, reconciliation delta, and, given the
+    request's `prompt` fingerprint, its breakpoint flag and prefix hashes.
     """
     return (
         usage_details(usage),
         cost_details(breakdown),
-        {METADATA_KEY: openrouter_metadata(usage, breakdown)},
+        {METADATA_KEY: openrouter_metadata(usage, breakdown, prompt)},
     )
 
 
@@ -208,8 +241,10 @@ def otel_attributes(
     return attributes
 
 
-def generation_attributes(usage: OpenRouterUsage, breakdown: CostBreakdown) -> dict[str, str]:
-    """The span attributes of `to_langfuse(usage, breakdown)`, written straight from the values.
+def generation_attributes(
+    usage: OpenRouterUsage, breakdown: CostBreakdown, prompt: PromptFingerprint | None = None
+) -> dict[str, str]:
+    """The span attributes of `to_langfuse(usage, breakdown, prompt)`, written straight from the values.
 
     The same JSON as `otel_attributes` of those dicts, but money is written as the exact decimal it
     is (a JSON number; Langfuse reads it as the float it would have got) and no dict is built on
@@ -255,29 +290,48 @@ def generation_attributes(usage: OpenRouterUsage, breakdown: CostBreakdown) -> d
             f"{f'{_WEB_SEARCH}{b.web_search!s},' if b.web_search else ''}"
             f'{f"{_OTHER}{b.other!s}," if b.other else ""}"total":{total}}}'
         )
-    # OpenRouter's charge is usually the total, and the provider's charge too: written once.
+    # `openrouter_metadata`, key by key; OpenRouter's charge is usually the total: written once.
     cost, upstream = u.cost, u.upstream_inference_cost
-    reported = "null" if cost is None else total if cost is b.total else str(cost)
-    upstream_written = reported if upstream is cost else "null" if upstream is None else str(upstream)
-    ratio, savings, delta = b.cache_hit_ratio, b.cache_savings, b.reconciliation_delta
-    generation_id, provider, model, pricing_source = u.generation_id, u.provider, u.model, b.pricing_source
-    attributes[_OPENROUTER_METADATA] = (
-        f'{{"generation_id":{"null" if generation_id is None else _json_string(generation_id)}'
-        f',"provider":{"null" if provider is None else _json_string(provider)}'
-        f',"model":{"null" if model is None else _json_string(model)}'
-        f',"is_byok":{_FLAGS[u.is_byok]},"reported_cost":{reported},"upstream_inference_cost":{upstream_written}'
-        f',"cache_savings_usd":{"null" if savings is None else str(savings)}'
-        f',"no_cache_cost_usd":{"null" if b.no_cache_total is None else str(b.no_cache_total)}'
-        f',"cache_hit_ratio":{"null" if ratio is None else repr(float(ratio))}'
-        f',"cost_source":"{b.source}"'
-        f',"pricing_source":{"null" if pricing_source is None else _json_string(pricing_source)}'
-        f',"reconciliation_delta":{"null" if delta is None else str(delta)}'
-        f',"web_search_requests":{u.web_search_requests or "null"}}}'
-    )
+    meta = f'"generation_id":{_json_string(u.generation_id)},' if u.generation_id is not None else ""
+    if u.provider is not None:
+        meta += f'"provider":{_json_string(u.provider)},'
+    if u.model is not None:
+        meta += f'"model":{_json_string(u.model)},'
+    if u.is_byok:
+        meta += '"is_byok":true,'
+    if cost is not None:
+        meta += f'"reported_cost":{total if cost is b.total else str(cost)},'
+    if upstream is not None and upstream != cost:
+        meta += f'"upstream_inference_cost":{upstream!s},'
+    if cached or writes:
+        if b.cache_savings is not None:
+            meta += f'"cache_savings_usd":{b.cache_savings!s},'
+        if b.no_cache_total is not None:
+            meta += f'"no_cache_cost_usd":{b.no_cache_total!s},'
+        if b.cache_hit_ratio is not None:
+            meta += f'"cache_hit_ratio":{float(b.cache_hit_ratio)!r},'
+    meta += f'"cost_source":"{b.source}"'
+    if b.pricing_source is not None:
+        meta += f',"pricing_source":{_json_string(b.pricing_source)}'
+    if b.reconciliation_delta:
+        meta += f',"reconciliation_delta":{b.reconciliation_delta!s}'
+    if u.web_search_requests:
+        meta += f',"web_search_requests":{u.web_search_requests}'
+    if prompt is not None:
+        if prompt.cache_control:
+            meta += ',"cache_control":true'
+        if prompt.cache_ttl is not None:
+            meta += f',"cache_ttl":{prompt.cache_ttl}'
+        meta += (
+            f',"prefix_hashes":["{_QUOTED_COMMA.join(prompt.prefix_hashes)}"]'
+            if prompt.prefix_hashes
+            else ',"prefix_hashes":[]'
+        )
+    attributes[_OPENROUTER_METADATA] = f"{{{meta}}}"
     return attributes
 
 
-_FLAGS = {True: "true", False: "false", None: "null"}
+_QUOTED_COMMA = '","'  # between hex digests, which need no escaping
 # JSON fragments of `usage_details` and `cost_details` keys
 _IN_AUDIO, _IN_CACHE_READ, _IN_CACHE_WRITE = (
     ',"input_audio":',

@@ -177,7 +177,7 @@ def assert_reconciled(generation: ExportedSpan, *, record_total: float) -> None:
     assert meta["cache_discount"] is None
     assert meta["pricing_source"] == "endpoint:Anthropic"
     assert meta["reported_cost"] == pytest.approx(AT_ENDPOINT_PRICES)  # what the response said
-    assert meta["reconciliation_delta"] == pytest.approx(record_total - AT_ENDPOINT_PRICES, abs=1e-12)
+    assert meta.get("reconciliation_delta", 0) == pytest.approx(record_total - AT_ENDPOINT_PRICES, abs=1e-12)
     assert generation.usage_details == EXPECTED_USAGE
     assert generation.cost_details["total"] == pytest.approx(record_total, abs=1e-12)
     assert generation.cost_details["input_cache_creation"] == pytest.approx(3_000 * 0.00000375)
@@ -219,7 +219,7 @@ def test_without_the_record_langchain_prices_at_the_list_price(
     chat_openai(openrouter).invoke("hello", config={"callbacks": [handler]})
     (generation,) = exported(handler.flush, otlp_receiver)
     meta = generation.metadata["openrouter"]
-    assert meta["provider"] is None and meta["pricing_source"] == "models"
+    assert "provider" not in meta and meta["pricing_source"] == "models"
     assert "total_cost" not in meta and lookups(openrouter) == []
 
 
@@ -233,7 +233,7 @@ def test_chat_openrouter_stream_gets_its_provider_from_the_record(
     assert list(chat_openrouter(openrouter).stream("hello", config={"callbacks": [handler]}))
     (generation,) = exported(handler.flush, otlp_receiver)
     assert_reconciled(generation, record_total=AT_ENDPOINT_PRICES)
-    assert generation.metadata["openrouter"]["reconciliation_delta"] == 0
+    assert "reconciliation_delta" not in generation.metadata["openrouter"]  # zero: not written
     (score,) = otlp_receiver.scores()  # recorded once, from the reconciled numbers
     assert score["observationId"] == generation.span_id
     assert score["value"] == pytest.approx(9_000 * 0.000003 - (0.0018 + 0.01125))
@@ -257,7 +257,7 @@ def test_chat_openai_stream_loses_the_id_so_nothing_is_looked_up(
     assert list(chat_openai(openrouter).stream("hello", config={"callbacks": [handler]}))
     (generation,) = exported(handler.flush, otlp_receiver)
     meta = generation.metadata["openrouter"]
-    assert meta["generation_id"] is None and meta["cost_source"] == "computed"
+    assert "generation_id" not in meta and meta["cost_source"] == "computed"
     assert "total_cost" not in meta and lookups(openrouter) == []
 
 

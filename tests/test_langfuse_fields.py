@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from langfuse_openrouter_callbacks import CostBreakdown, OpenRouterUsage, compute_cost, to_langfuse
+from langfuse_openrouter_callbacks._prompt_fingerprint import PromptFingerprint, fingerprint
 from langfuse_openrouter_callbacks.cost import BUCKETS
 from langfuse_openrouter_callbacks.langfuse_fields import generation_attributes, otel_attributes
 from tests.scenario import SONNET
@@ -73,7 +74,7 @@ def test_metadata_carries_savings_and_provenance() -> None:
     _, _, metadata = to_langfuse(usage, breakdown)
     meta = metadata["openrouter"]
     assert meta["generation_id"] == "gen-1" and meta["provider"] == "Anthropic"
-    assert meta["is_byok"] is False and meta["reported_cost"] == 0.0241
+    assert "is_byok" not in meta and meta["reported_cost"] == 0.0241  # is_byok only when true
     assert meta["cache_savings_usd"] == float(breakdown.cache_savings)
     assert meta["no_cache_cost_usd"] == float(breakdown.no_cache_total)
     assert meta["cache_hit_ratio"] == 0.6
@@ -117,10 +118,12 @@ def _decoded(attributes: dict[str, str]) -> dict[str, object]:
     return {key: json.loads(value) for key, value in attributes.items()}
 
 
-def _both_ways(usage: OpenRouterUsage, pricing: object) -> tuple[dict[str, object], dict[str, object]]:
+def _both_ways(
+    usage: OpenRouterUsage, pricing: object, prompt: PromptFingerprint | None = None
+) -> tuple[dict[str, object], dict[str, object]]:
     breakdown = compute_cost(usage, pricing)
-    fast = generation_attributes(usage, breakdown)
-    usage_details, cost_details, metadata = to_langfuse(usage, breakdown)
+    fast = generation_attributes(usage, breakdown, prompt)
+    usage_details, cost_details, metadata = to_langfuse(usage, breakdown, prompt)
     return _decoded(fast), _decoded(otel_attributes(usage_details, cost_details or None, metadata))
 
 
@@ -156,9 +159,22 @@ def test_generation_attributes_agree_on_junk_usage(raw: dict) -> None:
     assert fast == slow
 
 
+prompts = st.one_of(
+    st.none(),
+    st.builds(
+        PromptFingerprint,
+        st.booleans(),
+        st.lists(st.text("0123456789abcdef", min_size=12, max_size=12), max_size=4).map(tuple),
+        st.one_of(st.none(), st.sampled_from([300, 3600])),
+    ),
+)
+
+
 @settings(max_examples=200, deadline=None)
-@given(valid_openrouter_usages, st.booleans())
-def test_generation_attributes_agree_on_every_kind_of_token_and_bucket(raw: dict, discounted: bool) -> None:
+@given(valid_openrouter_usages, st.booleans(), prompts)
+def test_generation_attributes_agree_on_every_kind_of_token_and_bucket(
+    raw: dict, discounted: bool, prompt: PromptFingerprint | None
+) -> None:
     usage = OpenRouterUsage.from_openrouter(raw)
     pricing = {
         **SONNET,
@@ -169,7 +185,7 @@ def test_generation_attributes_agree_on_every_kind_of_token_and_bucket(raw: dict
         "image_output": "0.00003",
         "discount": 0.1 if discounted else 0,
     }
-    fast, slow = _both_ways(usage, pricing)
+    fast, slow = _both_ways(usage, pricing, prompt)
     assert fast == slow
 
 
@@ -180,3 +196,59 @@ def test_generation_attributes_write_every_bucket() -> None:
         generation_attributes(OpenRouterUsage(), breakdown)["langfuse.observation.cost_details"]
     )
     assert list(written) == [*BUCKETS, "total"]
+
+
+# ---------------------------------------------------------------------------- metadata size
+
+
+def _metadata_bytes(response: dict, prompt: PromptFingerprint | None = None) -> tuple[dict, int]:
+    usage = OpenRouterUsage.from_openrouter(response)
+    written = generation_attributes(usage, compute_cost(usage, SONNET), prompt)
+    text = written["langfuse.observation.metadata.openrouter"]
+    return json.loads(text), len(text.encode())
+
+
+def test_metadata_carries_no_nulls_and_nothing_twice() -> None:
+    uncached = {
+        **RESPONSE,
+        "usage": {
+            "prompt_tokens": 1_000,
+            "completion_tokens": 50,
+            "cost": 0.00375,
+            "is_byok": False,
+            "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "cost_details": {"upstream_inference_cost": 0.00375},
+        },
+    }
+    meta, size = _metadata_bytes(uncached)
+    assert None not in meta.values()
+    # no BYOK flag when false, no provider charge equal to OpenRouter's, no cache fields without cache
+    # tokens, no zero reconciliation delta: what is left says something
+    assert meta == {
+        "generation_id": "gen-1",
+        "provider": "Anthropic",
+        "model": "anthropic/claude-4.5-sonnet-20250929",
+        "reported_cost": 0.00375,
+        "cost_source": "openrouter",
+    }
+    assert size <= 150, size  # 351 bytes before the nulls and repeats went
+    cached, cached_size = _metadata_bytes(RESPONSE)
+    assert None not in cached.values() and "upstream_inference_cost" not in cached
+    assert {"cache_savings_usd", "no_cache_cost_usd", "cache_hit_ratio"} <= set(cached)
+    assert cached_size <= 265, cached_size  # 361 bytes before
+
+
+def test_metadata_keeps_what_differs() -> None:
+    byok = {**RESPONSE, "usage": {**RESPONSE["usage"], "is_byok": True, "cost": 0.0012}}
+    meta, _ = _metadata_bytes(byok)
+    assert meta["is_byok"] is True
+    assert meta["reported_cost"] == 0.0012 and meta["upstream_inference_cost"] == 0.0241
+
+
+def test_a_prompt_fingerprint_costs_a_few_bytes_a_message() -> None:
+    system = {"role": "system", "content": [{"type": "text", "text": "x" * 20_000, "cache_control": {}}]}
+    prompt = fingerprint([system, {"role": "user", "content": "How long do refunds take?"}])
+    meta, size = _metadata_bytes(RESPONSE, prompt)
+    _, without = _metadata_bytes(RESPONSE)
+    assert meta["cache_control"] is True and meta["prefix_hashes"] == list(prompt.prefix_hashes)
+    assert size - without == len(',"cache_control":true,"prefix_hashes":[]') + 2 * 14 + 1

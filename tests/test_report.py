@@ -145,7 +145,7 @@ def expected(
         cell["written"] += usage.get("input_cache_creation", 0)
         cell["output"] += sum(v for k, v in usage.items() if k.startswith("output"))
         cell["cost"] += Decimal(str(g.cost_details["total"]))
-        cell["savings"] += Decimal(str(g.metadata["openrouter"]["cache_savings_usd"]))
+        cell["savings"] += Decimal(str(g.metadata["openrouter"].get("cache_savings_usd", 0)))
     return cells
 
 

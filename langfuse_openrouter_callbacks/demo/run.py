@@ -103,8 +103,9 @@ class _GenerationCollector(SpanProcessor):
                 output=usage.get("output", 0),
                 reasoning=usage.get("output_reasoning", 0),
                 cost=_decimal(cost.get("total")),
-                no_cache_cost=_decimal(meta.get("no_cache_cost_usd")),
-                savings=_decimal(meta.get("cache_savings_usd")),
+                # written only for calls that read or wrote the cache; otherwise the cost, and no savings
+                no_cache_cost=_decimal(meta.get("no_cache_cost_usd", cost.get("total"))),
+                savings=_decimal(meta.get("cache_savings_usd", 0 if "total" in cost else None)),
                 cost_source=meta.get("cost_source") or "langfuse",
                 trace_id=format(span.context.trace_id, "032x"),
             )
