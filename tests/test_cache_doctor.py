@@ -450,3 +450,227 @@ def test_no_cache_misses_keeps_the_metrics_path(server: FakeLangfuseAPI) -> None
     assert report.source == "metrics" and report.cache_misses is None
     assert json.loads(to_json(report))["cache_misses"] is None
     assert "Cache misses not diagnosed" in render_table(report)
+
+
+# -- end to end: real clients through the handler to the local servers, then the report ------------
+
+HANDBOOK = "Refunds take 14 days; exchanges 30 days; gift cards never expire. " * 300
+BREAKPOINT = {"type": "ephemeral"}
+
+
+def system(text: str = HANDBOOK, *, marked: bool = True):
+    from langchain_core.messages import SystemMessage
+
+    return SystemMessage(
+        content=[{"type": "text", "text": text, "cache_control": BREAKPOINT}] if marked else text
+    )
+
+
+def ask(text: str):
+    from langchain_core.messages import HumanMessage
+
+    return HumanMessage(content=text)
+
+
+def answer(text: str):
+    from langchain_core.messages import AIMessage
+
+    return AIMessage(content=text)
+
+
+def usage(prompt: int, *, read: int = 0, write: int = 0, completion: int = 100):
+    """OpenRouter's usage for a Sonnet 4.5 call, its cost what OpenRouter charges at the list prices."""
+    from langfuse_openrouter_callbacks import OpenRouterUsage, compute_cost
+    from tests.scenario import SONNET as PRICES_OF_SONNET
+    from tests.support.openrouter_server import Usage
+
+    cost = compute_cost(
+        OpenRouterUsage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=read,
+                        cache_write_tokens=write),
+        PRICES_OF_SONNET,
+    ).total  # fmt: skip
+    counts = {"prompt_tokens": prompt, "completion_tokens": completion}
+    return Usage(**counts, cached_tokens=read, cache_write_tokens=write, cost=float(cost))
+
+
+class Run:
+    """ChatOpenAI calls through our handler (`/generation` lookups give the provider LangChain drops)."""
+
+    def __init__(self, openrouter, catalog, langfuse_client, otlp_receiver, *, lookups: bool = True) -> None:
+        from langchain_openai import ChatOpenAI
+
+        from langfuse_openrouter_callbacks.generation_stats import GenerationStatsFetcher
+        from langfuse_openrouter_callbacks.langchain import CallbackHandler
+        from tests.scenario import REQUESTED
+
+        self.openrouter, self.client, self.receiver = openrouter, langfuse_client, otlp_receiver
+        self.fetcher = (
+            GenerationStatsFetcher(api_base=openrouter.base_url, initial_delay=0.0, total_timeout=3.0)
+            if lookups
+            else None
+        )
+        self.handler = CallbackHandler(price_catalog=catalog, generation_stats_fetcher=self.fetcher)
+        self.llm = ChatOpenAI(
+            base_url=openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0
+        )
+
+    def call(self, session: str, messages, spec_usage, provider: str = "Anthropic") -> None:
+        from langfuse import propagate_attributes
+
+        from tests.scenario import DATED
+        from tests.support.openrouter_server import ResponseSpec
+
+        self.openrouter.queue(ResponseSpec(model=DATED, provider=provider, usage=spec_usage))
+        with propagate_attributes(session_id=session, user_id="u-" + session, trace_name="support-chat"):
+            self.llm.invoke(messages, config={"callbacks": [self.handler]})
+
+    def store(self, server: FakeLangfuseAPI, *, later: dict[int, timedelta] | None = None) -> list[str]:
+        """What Langfuse stores for the calls, in the local read API; their observation ids in call order.
+
+        `later`: call index -> time it is moved forward (a cache lifetime passing without waiting).
+        """
+        from tests.support.langfuse_api_server import stored_generations
+
+        self.handler.flush()
+        if self.fetcher is not None:
+            self.fetcher.close()
+        self.client.flush()
+        spans = sorted(self.receiver.generations(), key=lambda s: s.start_time_unix_nano)
+        shift = {spans[i].span_id: delta for i, delta in (later or {}).items()}
+        for generation in stored_generations(self.receiver.spans, shift=shift):
+            server.add(generation)
+        return [s.span_id for s in spans]
+
+
+@pytest.fixture
+def run(openrouter, catalog, langfuse_client, otlp_receiver, monkeypatch):
+    from langfuse_openrouter_callbacks import generation_stats
+
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-test")
+    monkeypatch.setattr(generation_stats, "_warned", set())
+    return lambda **kwargs: Run(openrouter, catalog, langfuse_client, otlp_receiver, **kwargs)
+
+
+def e2e_report(server: FakeLangfuseAPI, catalog):
+    from langfuse_openrouter_callbacks.report import LangfuseConnection
+
+    connection = LangfuseConnection.from_keys(server.root_url, PUBLIC_KEY, SECRET_KEY, backoff=0.01)
+    today = datetime.now(timezone.utc).date()
+    return fetch_report(today - timedelta(days=1), today + timedelta(days=1), client=connection,
+                        catalog=catalog, progress=False)  # fmt: skip
+
+
+def causes_of(report) -> dict[str, tuple[int, Decimal, list[str]]]:
+    return {m.cause: (m.calls, m.lost_usd, m.observation_ids) for m in report.cache_misses}
+
+
+def test_e2e_a_conversation_whose_cache_hits_reports_no_miss(run, server, catalog) -> None:
+    calls = run()
+    calls.call("hits", [system(), ask("How long do refunds take?")], usage(5_000, write=4_000))
+    follow_up = [system(), ask("How long do refunds take?"), answer("14 days."), ask("And exchanges?")]
+    calls.call("hits", follow_up, usage(5_400, read=4_000, write=300))
+    calls.store(server)
+
+    report = e2e_report(server, catalog)
+
+    assert report.totals.calls == 2
+    assert report.cache_misses == ()
+    assert "No cache misses" in render_table(report)
+
+
+def test_e2e_provider_switch(run, server, catalog) -> None:
+    calls = run()
+    first = [system(), ask("How long do refunds take?")]
+    calls.call("switch", first, usage(5_000, write=4_000))
+    calls.call("switch", [*first, answer("14 days."), ask("And exchanges?")], usage(6_000, write=4_000),
+               provider="Amazon Bedrock")  # fmt: skip
+    written, switched = calls.store(server)
+
+    found = causes_of(e2e_report(server, catalog))
+
+    assert found["provider_switch"] == (1, Decimal("0.0138"), [switched])
+    assert found["write_unread"] == (1, Decimal("0.003"), [written])  # nobody read it on Anthropic
+    assert set(found) == {"provider_switch", "write_unread"}
+
+
+def test_e2e_without_the_provider_the_report_says_what_it_could_not_decide(run, server, catalog) -> None:
+    calls = run(lookups=False)  # LangChain drops the serving provider
+    first = [system(), ask("How long do refunds take?")]
+    calls.call("switch", first, usage(5_000, write=4_000))
+    calls.call("switch", [*first, answer("14 days."), ask("And exchanges?")], usage(6_000, write=4_000),
+               provider="Amazon Bedrock")  # fmt: skip
+    calls.store(server)
+
+    report = e2e_report(server, catalog)
+
+    assert "provider_switch" not in causes_of(report)
+    ((causes, count),) = [(u.causes, u.calls) for u in report.undecided]
+    assert (causes, count) == (("provider_switch", "expired", "prefix_changed"), 1)
+    assert "For 1 calls provider_switch, expired, prefix_changed could not be decided" in render_table(report)
+    assert json.loads(to_json(report))["cache_misses_undecided"][0]["calls"] == 1
+
+
+def test_e2e_expired(run, server, catalog) -> None:
+    calls = run()
+    first = [system(), ask("How long do refunds take?")]
+    calls.call("slow", first, usage(5_000, write=4_000))
+    calls.call("slow", [*first, answer("14 days."), ask("And exchanges?")], usage(5_200, write=4_000))
+    written, late = calls.store(server, later={1: timedelta(minutes=6)})  # the user came back 6 minutes later
+
+    found = causes_of(e2e_report(server, catalog))
+
+    assert found["expired"] == (1, Decimal("0.0138"), [late])
+    assert found["write_unread"] == (1, Decimal("0.003"), [written])
+
+
+def test_e2e_prefix_changed(run, server, catalog) -> None:
+    calls = run()
+    calls.call("stamped", [system("Now: 09:00. " + HANDBOOK), ask("Refunds?")], usage(5_000, write=4_000))
+    calls.call("stamped", [system("Now: 09:01. " + HANDBOOK), ask("Refunds?")], usage(5_000, write=4_000))
+    written, changed = calls.store(server)
+
+    found = causes_of(e2e_report(server, catalog))
+
+    assert found["prefix_changed"] == (1, Decimal("0.0138"), [changed])
+    assert found["write_unread"] == (1, Decimal("0.003"), [written])
+
+
+def test_e2e_below_minimum(run, server, catalog) -> None:
+    calls = run()
+    short = [system("You answer in one line.", marked=False), ask("Refunds?")]
+    calls.call("short", short, usage(900))
+    calls.call("short", short, usage(900))
+    _, repeated = calls.store(server)
+
+    found = causes_of(e2e_report(server, catalog))
+
+    # the same 900 tokens again (under Sonnet 4.5's 1,024), had they been read: 900 x ($3 - $0.3)/M
+    assert found == {"below_minimum": (1, Decimal("0.00243"), [repeated])}
+
+
+def test_e2e_not_enabled(run, server, catalog) -> None:
+    calls = run()
+    plain = [system(marked=False), ask("How long do refunds take?")]
+    calls.call("plain", plain, usage(5_000))
+    calls.call("plain", plain, usage(5_000))
+    _, repeated = calls.store(server)
+
+    report = e2e_report(server, catalog)
+
+    assert causes_of(report) == {"not_enabled": (1, Decimal("0.0135"), [repeated])}
+    (row,) = json.loads(to_json(report))["cache_misses"]
+    assert row == {"cause": "not_enabled", "calls": 1, "prompt_tokens": 5_000, "lost_usd": "0.013500",
+                   "observation_ids": [repeated], "advice": ADVICE["not_enabled"]}  # fmt: skip
+    (group,) = report.grouped("session")
+    assert (group.key, group.lost_usd) == ("plain", Decimal("0.0135"))
+    assert [g.key for g in report.grouped("trace_name")] == ["support-chat"]
+
+
+def test_e2e_write_unread(run, server, catalog) -> None:
+    calls = run()
+    calls.call("one-off", [system(), ask("How long do refunds take?")], usage(5_000, write=4_000))
+    (written,) = calls.store(server)
+
+    found = causes_of(e2e_report(server, catalog))
+
+    assert found == {"write_unread": (1, Decimal("0.003"), [written])}

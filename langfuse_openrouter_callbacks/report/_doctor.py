@@ -12,8 +12,9 @@ from the call before it (`previous`) and the last earlier call that read or wrot
    `expired` when more than the cache lifetime passed since `last_touch`; `prefix_changed` when its
    prompt does not start with `last_touch`'s prompt. When a provider is unknown these three cannot be
    decided: the call is counted as undecided.
-4. `write_unread` (only for calls without another cause): it paid a cache write that no later call of
-   the thread on the same provider read within the lifetime.
+4. `write_unread` (only for calls without another cause): it read nothing and paid a cache write that no
+   later call of the thread on the same provider read within the lifetime. (A hit that also writes the
+   conversation's new turn is a working cache, even when the conversation ends there.)
 
 What a miss lost: the call's cost minus its cost had the cache hit (the prefix `last_touch` had cached,
 or for 1-2 the prefix shared with the previous call, read instead of paid in full), both by
@@ -142,7 +143,7 @@ class Doctor:
         if thread is None:
             thread = self._threads[call.thread] = _Thread()
         facts = facts_for(call.model)
-        if call.write:
+        if call.write and not call.read:
             read_at = self._next_read(thread, call.provider)
             call.write_unread = read_at is None or read_at - call.start > _lifetime(call, facts)
         if call.read:
