@@ -24,6 +24,7 @@ BENCHMARKS = {
     "calculator": "2. calculator: compute_cost against genai_prices.calc_price, usage readers",
     "catalog": "3. catalog: lookups in 1,000 models, cold start, import time",
     "scale": "4. scale: 100,000 sequential generations (memory), 1,000 concurrent async chains",
+    "report_scale": "5. report: 100,000 generations read and diagnosed (time, memory), the start-up",
 }
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description="Benchmarks of langfuse-openrouter-callbacks."
     )
-    parser.add_argument("--quick", action="store_true", help="smaller runs; all four in under a minute")
+    parser.add_argument("--quick", action="store_true", help="smaller runs; each in under a minute")
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument(
         "--profile", action="store_true", help="handlers: also show where the time goes (cProfile + steps)"

@@ -36,27 +36,52 @@ def _usd(text: str) -> Decimal:
 def _add_report_parser(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report",
-        help="calls, cached tokens, cost and cache savings per model and day, read from Langfuse",
+        allow_abbrev=False,
+        help="cost, cache savings and what cache misses lost, per model, day, session or user, from Langfuse",
         description="Read OpenRouter generations from Langfuse (LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, "
         "LANGFUSE_BASE_URL) and report per model and UTC day: calls, input, cached and written tokens, "
-        "cache hit ratio, cost, no-cache cost, savings and cost disagreements.",
+        "cache hit ratio, cost, no-cache cost, savings and cost disagreements; and why the prompt cache "
+        "missed (provider_switch, expired, prefix_changed, below_minimum, not_enabled, write_unread), "
+        "in dollars.",
     )
     report.add_argument(
         "--from", dest="start", type=_day, required=True, metavar="YYYY-MM-DD", help="first day"
     )
     report.add_argument("--to", dest="end", type=_day, required=True, metavar="YYYY-MM-DD", help="last day")
-    report.add_argument("--model", help="only this model (the generation's model name in Langfuse)")
+    report.add_argument(
+        "--model", help="only this model (the generation's model name in Langfuse; its dated ids too)"
+    )
+    report.add_argument(
+        "--by",
+        choices=("model", "day", "session", "user", "trace_name"),
+        default="model",
+        help="cost, savings and lost to cache misses per this (default model)",
+    )
     report.add_argument("--format", choices=("table", "csv", "json", "html"), default="table")
+    report.add_argument(
+        "--table",
+        choices=("rows", "by", "cache_misses"),
+        default="rows",
+        help="with --format csv: which table (per day and model, per --by, or per cache-miss cause)",
+    )
     report.add_argument("--output", "-o", metavar="FILE", help="write the report here instead of stdout")
     report.add_argument(
-        "--chart", metavar="FILE.png", help="also write a PNG chart of daily cost and savings"
+        "--chart",
+        metavar="FILE.png",
+        help="also write a chart (.png, .jpg, .jpeg): daily cost and savings, and the dollars lost by cause",
     )
     report.add_argument(
         "--source",
         choices=("auto", "metrics", "observations"),
         default="auto",
-        help="metrics: Langfuse aggregates; observations: read every generation; auto (default): metrics "
-        "when they give every figure",
+        help="metrics: Langfuse aggregates; observations: read every generation; auto (default): read every "
+        "generation to diagnose cache misses, else metrics when they give every figure",
+    )
+    report.add_argument(
+        "--no-cache-misses",
+        dest="cache_misses",
+        action="store_false",
+        help="do not diagnose cache misses (auto then lets Langfuse aggregate: fast on millions of calls)",
     )
     report.add_argument(
         "--disagreements",
@@ -73,16 +98,19 @@ def _add_report_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import run_report
+    from .report._command import run_report
 
     return run_report(
         start=args.start,
         end=args.end,
         model=args.model,
         fmt=args.format,
+        table=args.table,
+        by=args.by,
         chart=args.chart,
         output=args.output,
         source=args.source,
+        cache_misses=args.cache_misses,
         check_disagreements=args.disagreements,
         tolerance=args.tolerance,
     )

@@ -224,6 +224,7 @@ def env(monkeypatch: pytest.MonkeyPatch, api_server: FakeLangfuseAPI) -> None:
 
 def fetch(client: Langfuse, **kwargs: object) -> SavingsReport:
     kwargs.setdefault("backoff", 0.01)
+    kwargs.setdefault("cache_misses", False)  # the diagnosis has its own tests (tests/test_cache_doctor.py)
     return fetch_report(FROM, TO, client=client, progress=False, **kwargs)
 
 
@@ -289,7 +290,8 @@ def test_model_filter_on_both_paths(server: FakeLangfuseAPI, client: Langfuse) -
     assert {model for _, model in want} == {MINI}
     assert_figures(by_metrics, want)
     assert_figures(by_scan, want)
-    queries = server.metrics_queries
+    names, *queries = server.metrics_queries  # first the model names of the range, then the figures
+    assert names["dimensions"] == [{"field": "providedModelName"}]
     assert all(
         {"column": "providedModelName", "operator": "=", "value": MINI, "type": "string"} in q["filters"]
         for q in queries[:2]
@@ -301,12 +303,53 @@ def test_model_filter_on_both_paths(server: FakeLangfuseAPI, client: Langfuse) -
     (request,) = server.requests_to(OBSERVATIONS_PATH)
     conditions = json.loads(request.query["filter"][0])
     assert {c["column"] for c in conditions} == {"type", "startTime", "model"}
+    assert {"column": "model", "operator": "starts with", "value": MINI, "type": "string"} in conditions
+
+
+DATED_MINI = "openai/gpt-4.1-mini-2025-04-14"
+
+
+@pytest.mark.parametrize("source", ["metrics", "observations"])
+def test_model_filter_finds_the_dated_id_the_generations_carry(
+    server: FakeLangfuseAPI, client: Langfuse, source: str
+) -> None:
+    for hour in (9, 10):
+        server.add(
+            *openrouter_generation(
+                DATED_MINI, at(5, hour), pricing=MINI_PRICES, prompt_tokens=1_500, completion_tokens=40
+            )
+        )
+    server.add(  # another model whose id starts the same: not this one
+        *openrouter_generation(
+            "openai/gpt-4.1-mini-high", at(5, 11), pricing=MINI_PRICES, prompt_tokens=10, completion_tokens=1
+        )
+    )
+
+    result = fetch(client, model="openai/gpt-4.1-mini", source=source)
+
+    assert [(r.day, r.model, r.calls) for r in result.rows] == [(date(2026, 11, 5), DATED_MINI, 2)]
+    assert result.totals.input_tokens == 3_000
+    assert result.notes == ()
+
+
+@pytest.mark.parametrize("source", ["metrics", "observations"])
+def test_model_filter_without_a_match_says_which_ids_exist(
+    server: FakeLangfuseAPI, client: Langfuse, source: str
+) -> None:
+    result = fetch(client, model="openai/gpt-4.1", source=source)
+
+    assert result.rows == ()
+    (note,) = result.notes
+    assert note == (
+        "No generation's model is openai/gpt-4.1 (or a dated id of it); the models recorded are: "
+        f"{SONNET}, {MINI}."
+    )
 
 
 def test_metrics_answers_cut_at_the_row_limit_are_split(
     server: FakeLangfuseAPI, client: Langfuse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(report, "_ROW_LIMIT", 10)  # 9 usage rows on 2026-11-01, 8 on 2026-11-02
+    monkeypatch.setattr(report._metrics, "_ROW_LIMIT", 10)  # 9 usage rows on 2026-11-01, 8 on 2026-11-02
     result = fetch(client)
 
     assert result.source == "metrics"
@@ -327,7 +370,7 @@ def test_metrics_answers_cut_at_the_row_limit_are_split(
     ]
     assert all(q["config"]["row_limit"] == 10 for q in server.metrics_queries)
 
-    monkeypatch.setattr(report, "_ROW_LIMIT", 3)  # one day alone is more than a query can answer
+    monkeypatch.setattr(report._metrics, "_ROW_LIMIT", 3)  # one day alone is more than a query can answer
     assert (
         fetch(client)
         .notes[0]
@@ -552,23 +595,30 @@ def test_table(full_report: SavingsReport) -> None:
 
     assert text.startswith("OpenRouter prompt-cache savings, 2026-11-01 to 2026-11-28\n")
     day1 = next(line for line in text.splitlines() if "2026-11-01" in line and SONNET in line)
-    assert day1.split("│")[1:-1] == [
-        " 2026-11-01 ",
-        f" {SONNET} ",
-        "     2 ",
-        " 2,000 ",
-        "  9,000 ",
-        "   4,000 ",
-        "    600 ",
-        "     60.0% ",
-        " $0.0327 ",
-        "       $0.0540 ",
-        " $0.0213 ",
-        "        0 ",
+    assert [cell.strip() for cell in day1.split("│")[1:-1]] == [
+        "2026-11-01",
+        SONNET,
+        "2",
+        "2,000",
+        "9,000",
+        "4,000",
+        "600",
+        "60.0%",
+        "$0.032700",
+        "$0.054000",
+        "$0.021300",
+        "0",
+    ]
+    header = next(line for line in text.splitlines() if "Hit ratio" in line)
+    assert [c.strip() for c in header.split("┃")[1:-1]][-4:] == [
+        "Cost",
+        "No-cache cost",
+        "Savings",
+        "Disagreements",
     ]
     total = next(line for line in text.splitlines() if line.startswith("│ Total"))
     totals = full_report.totals
-    assert f" {totals.calls:,} " in total and f" ${totals.cost.quantize(Decimal('0.0001'))} " in total
+    assert f" {totals.calls:,} " in total and f" ${totals.cost.quantize(Decimal('0.000001'))} " in total
     assert "Cost disagreements (|delta| > $0.000001)" in text
     assert "$0.014300" in text and "$0.013800" in text and "$0.000500" in text
 
@@ -627,7 +677,9 @@ def test_html_is_one_self_contained_page(full_report: SavingsReport) -> None:
     assert '<img class="chart"' in page and 'src="data:image/png;base64,iVBORw0KGgo' in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "<td>2026-11-01</td><td>anthropic/claude-sonnet-4.5</td>" in page
-    assert '<td class="num">$0.0327</td><td class="num">$0.0540</td><td class="num">$0.0213</td>' in page
+    assert (
+        '<td class="num">$0.032700</td><td class="num">$0.054000</td><td class="num">$0.021300</td>' in page
+    )
     assert '<tr class="total"><td>Total</td>' in page
 
 

@@ -39,7 +39,7 @@ import secrets
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -57,6 +57,7 @@ __all__ = [
     "StoredGeneration",
     "StoredScore",
     "openrouter_generation",
+    "stored_generations",
 ]
 
 METRICS_PATH = "/api/public/v2/metrics"
@@ -92,6 +93,9 @@ class StoredGeneration:
     type: str = "GENERATION"
     name: str = "ChatOpenAI"
     environment: str = "default"
+    session_id: str | None = None
+    user_id: str | None = None
+    trace_name: str | None = None
 
     @property
     def total_cost(self) -> float | None:
@@ -130,12 +134,18 @@ def openrouter_generation(
     provider: str = "Anthropic",
     duration: timedelta = timedelta(seconds=2),
     langfuse_model: str | None = None,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    trace_id: str | None = None,
+    openrouter: Mapping[str, Any] | None = None,
 ) -> tuple[StoredGeneration, StoredScore | None]:
     """A generation with usage, cost and metadata.openrouter as the handlers record them, and its score.
 
     `reported`: "exact" - OpenRouter reported the computed cost; "none" - no reported cost (computed);
     a `Decimal` - that reported cost (a disagreement when it differs). The score is the handlers'
     `openrouter_cache_savings_usd`, dated at the end of the call, when the savings are known.
+    `openrouter`: more `metadata.openrouter` fields (e.g. `prefix_hashes`, `cache_control`); a None value
+    removes the field. `session_id`, `user_id`, `trace_id`: the trace the generation belongs to.
     """
     generation_id = f"gen-{int(start_time.timestamp())}-{secrets.token_hex(10)}"
     raw_usage: dict[str, Any] = {
@@ -156,9 +166,16 @@ def openrouter_generation(
     usage = OpenRouterUsage.from_openrouter(response)
     breakdown = compute_cost(usage, prices)
     usage_details, cost_details, metadata = to_langfuse(usage, breakdown)
+    for key, value in (openrouter or {}).items():
+        if value is None:
+            metadata["openrouter"].pop(key, None)
+        else:
+            metadata["openrouter"][key] = value
     generation = StoredGeneration(
         id=secrets.token_hex(8),
-        trace_id=secrets.token_hex(16),
+        trace_id=trace_id or secrets.token_hex(16),
+        session_id=session_id,
+        user_id=user_id,
         start_time=start_time,
         end_time=start_time + duration,
         model=langfuse_model or model,
@@ -177,6 +194,74 @@ def openrouter_generation(
             trace_id=generation.trace_id,
         )
     return generation, score
+
+
+_OBSERVATION_TYPE = "langfuse.observation.type"
+_METADATA_PREFIX = "langfuse.observation.metadata."
+_TRACE_ATTRIBUTES = {"session_id": "session.id", "user_id": "user.id", "trace_name": "langfuse.trace.name"}
+
+
+def _decoded(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def stored_generations(
+    spans: Iterable[Any], *, shift: Mapping[str, timedelta] | None = None
+) -> list[StoredGeneration]:
+    """What Langfuse stores for exported OTLP spans (``ExportedSpan``s): their generations.
+
+    Type, model, usage and cost details and metadata come from the ``langfuse.observation.*``
+    attributes (JSON values decoded, as the server does); session, user and trace name from the span's
+    ``session.id`` / ``user.id`` / ``langfuse.trace.name``, else from any span of its trace (the trace's
+    values, which Langfuse gives each observation). ``shift``: per span id, time added to its start and
+    end, to simulate calls made later (a cache lifetime passing without waiting for it).
+    """
+    spans = list(spans)
+    trace_values: dict[str, dict[str, str]] = {}
+    for span in spans:
+        values = trace_values.setdefault(span.trace_id, {})
+        for field_name, key in _TRACE_ATTRIBUTES.items():
+            value = span.attributes.get(key)
+            if isinstance(value, str) and value and field_name not in values:
+                values[field_name] = value
+    stored = []
+    for span in spans:
+        if span.attributes.get(_OBSERVATION_TYPE) != "generation":
+            continue
+        attributes = span.attributes
+        offset = (shift or {}).get(span.span_id, timedelta(0))
+        metadata = {
+            key[len(_METADATA_PREFIX) :]: _decoded(value)
+            for key, value in attributes.items()
+            if key.startswith(_METADATA_PREFIX)
+        }
+        values = trace_values.get(span.trace_id, {})
+        stored.append(
+            StoredGeneration(
+                id=span.span_id,
+                trace_id=span.trace_id,
+                start_time=datetime.fromtimestamp(span.start_time_unix_nano / 1e9, tz=timezone.utc) + offset,
+                end_time=datetime.fromtimestamp(span.end_time_unix_nano / 1e9, tz=timezone.utc) + offset,
+                model=attributes.get("langfuse.observation.model.name"),
+                usage_details={
+                    k: v
+                    for k, v in (_decoded(attributes.get("langfuse.observation.usage_details")) or {}).items()
+                    if isinstance(v, int) and v >= 0
+                },
+                cost_details=_decoded(attributes.get("langfuse.observation.cost_details")) or {},
+                metadata=metadata,
+                name=span.name,
+                session_id=values.get("session_id"),
+                user_id=values.get("user_id"),
+                trace_name=values.get("trace_name"),
+            )
+        )
+    return stored
 
 
 @dataclass
@@ -549,8 +634,8 @@ class FakeLangfuseAPI(BackgroundHTTPServer["_Handler"]):
                 environment=g.environment,
                 bookmarked=False,
                 public=False,
-                userId=None,
-                sessionId=None,
+                userId=g.user_id,
+                sessionId=g.session_id,
                 isRootObservation=False,
             )
         if "time" in groups:
@@ -567,6 +652,8 @@ class FakeLangfuseAPI(BackgroundHTTPServer["_Handler"]):
                 outputPrice=None,
                 totalPrice=None,
             )
+        if "trace_context" in groups:
+            item.update(tags=[], release=None, traceName=g.trace_name)
         if "usage" in groups:
             item.update(
                 usageDetails=g.usage_details,
