@@ -49,7 +49,11 @@ def run_cache_misses(services: Any, report: Any) -> None:
     from .run import ANTHROPIC_MODEL, handbook
 
     embedded = services.embedded_openrouter
-    fetcher = GenerationStatsFetcher(services.openrouter_key, api_base=services.openrouter_base)
+    fetcher = GenerationStatsFetcher(  # the embedded OpenRouter has each record at once
+        services.openrouter_key,
+        api_base=services.openrouter_base,
+        initial_delay=0.5 if embedded is None else 0.0,
+    )
     handler = CallbackHandler(
         public_key=services.public_key,
         price_catalog=services.catalog,
