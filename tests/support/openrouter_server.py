@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
 
+from ..shared_data import DATA
 from ._http import BackgroundHTTPServer, QuietHandler, RecordedRequest
 
 __all__ = [
@@ -334,24 +335,9 @@ class RecordedExchange:
 
 
 def recorded_exchanges_path() -> Path:
-    """Locate ``openrouter_recorded_exchanges.json``.
-
-    Order: ``$OPENROUTER_RECORDED_EXCHANGES``, ``tests/data/``, then the project's shared data
-    directory ``../shared/data`` beside the repository (as ``tests/shared_data.py`` uses).
-    Raises ``FileNotFoundError`` listing the candidates.
-    """
-    here = Path(__file__).resolve().parent
-    name = "openrouter_recorded_exchanges.json"
+    """The recorded exchanges: `$OPENROUTER_RECORDED_EXCHANGES`, else `tests/data/`."""
     env = os.environ.get("OPENROUTER_RECORDED_EXCHANGES")
-    candidates = [
-        *([Path(env)] if env else []),
-        here.parent / "data" / name,
-        here.parents[2] / "shared" / "data" / name,
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"openrouter_recorded_exchanges.json not found in {[str(c) for c in candidates]}")
+    return Path(env) if env else DATA / "openrouter_recorded_exchanges.json"
 
 
 _EXCHANGES_CACHE: dict[Path, list[RecordedExchange]] = {}
