@@ -72,7 +72,7 @@ def test_the_suite_needs_nothing_outside_the_clone() -> None:
     from tests.support import recorded_exchanges_path
 
     repo = ROOT.parent
-    assert shared_data.DATA == repo / "tests" / "data"
+    assert repo / "tests" / "data" == shared_data.DATA
     assert recorded_exchanges_path().parent == shared_data.DATA
     assert all(case["source"] for case in shared_data.cost_cases())
     assert all(exchange["source"] for exchange in shared_data.recorded_exchanges())

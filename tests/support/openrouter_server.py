@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import string
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -614,11 +615,14 @@ class Fault:
     ``status`` sends an OpenRouter error body with that status; ``invalid_json`` sends a
     complete but unparseable ``application/json`` body; ``truncate`` declares the full
     Content-Length, sends half the body and closes the connection; ``delay`` sleeps first;
-    ``headers`` are added to the response (e.g. ``{"Retry-After": "1"}`` with ``status=429``).
+    ``hold`` waits until the test sets that event (at most 60 s), so a test can check what happened
+    while the server had not answered yet, on any machine; ``headers`` are added to the response
+    (e.g. ``{"Retry-After": "1"}`` with ``status=429``).
     """
 
     status: int | None = None
     delay: float = 0.0
+    hold: threading.Event | None = None
     invalid_json: bool = False
     truncate: bool = False
     times: int | None = None
@@ -869,6 +873,8 @@ class FakeOpenRouter(BackgroundHTTPServer[_OpenRouterHandler]):
             return
         if fault.delay:
             time.sleep(fault.delay)
+        if fault.hold is not None:
+            fault.hold.wait(60)
         if fault.status is not None:
             status = fault.status
             if status >= 400:
