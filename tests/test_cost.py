@@ -89,7 +89,7 @@ def test_endpoint_discount_scales_token_buckets_not_fees() -> None:
     assert b.input == 1_000 * D("0.000003") * D("0.65")
     assert b.output == 100 * D("0.000015") * D("0.65")
     assert b.request == D("0.002")
-    assert b.web_search == D("0.02")
+    assert b.server_tools == D("0.02")
     assert b.total == (D("0.003") + D("0.0015")) * D("0.65") + D("0.022")
     assert_consistent(b)
 
@@ -109,7 +109,7 @@ def test_web_search_priced_per_request_reproduces_a_recorded_call() -> None:
     usage["server_tool_use_details"] = {"web_search_requests": 1}
     computed = compute_cost(usage, pricing)
     assert computed.total == reported.total == D("0.0133176")
-    assert computed.web_search == D("0.01")
+    assert computed.server_tools == D("0.01")
     assert reported.reconciliation_delta == 0
 
 
@@ -160,7 +160,13 @@ def test_byok_total_is_the_providers_charge_plus_openrouters_fee() -> None:
 
 
 def test_byok_without_the_upstream_charge_computes_it_and_adds_the_fee() -> None:
-    usage = {"prompt_tokens": 1_000, "completion_tokens": 100, "cost": 0.000225, "is_byok": True}
+    usage = {
+        "prompt_tokens": 1_000,
+        "completion_tokens": 100,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "cost": 0.000225,
+        "is_byok": True,
+    }
     b = compute_cost(usage, SONNET)
     assert b.source == "computed"
     assert b.total == D("0.0045") + D("0.000225")

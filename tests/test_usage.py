@@ -257,7 +257,9 @@ def test_contradictions_are_clamped_and_warned(caplog) -> None:
                 "completion_tokens_details": {"reasoning_tokens": 11},
             }
         )
-    assert (u.cached_tokens, u.cache_write_tokens, u.reasoning_tokens) == (100, 0, 10)
+    # each count is clamped to its whole; writes within the prompt overlap the reads (as Gemini's do)
+    assert (u.cached_tokens, u.cache_write_tokens, u.reasoning_tokens) == (100, 20, 10)
+    assert u.uncached_prompt_tokens == 0
     assert len(caplog.records) == 1 and "clamped" in caplog.records[0].getMessage()
 
 
