@@ -12,7 +12,11 @@ from hypothesis import strategies as st
 
 from langfuse_openrouter_callbacks import OpenRouterUsage, compute_cost, to_langfuse
 from langfuse_openrouter_callbacks._log import Problems
-from langfuse_openrouter_callbacks.langfuse_fields import CACHE_OVERLAP_KEY, generation_attributes, otel_attributes
+from langfuse_openrouter_callbacks.langfuse_fields import (
+    CACHE_OVERLAP_KEY,
+    generation_attributes,
+    otel_attributes,
+)
 from tests.strategies import (
     json_values,
     openrouter_responses,
