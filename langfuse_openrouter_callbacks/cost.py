@@ -194,26 +194,27 @@ def compute_cost(
         if delta >= _ZERO:
             other = delta
         else:  # OpenRouter charged less than list prices say: an endpoint discount or a stale price
-            scale = reported / computed
-            scaled = _scaled(
-                {
-                    "input": input_cost,
-                    "input_cache_read": cache_read,
-                    "input_cache_creation": cache_creation,
-                    "output": output_cost,
-                    "output_reasoning": reasoning,
-                    "request": request,
-                    "server_tools": server_tools,
-                },
-                reported,
-            )
+            # a server tool cost OpenRouter reported is what it charged: the rest is scaled
+            fixed = server_tools if u.server_tool_cost is not None and server_tools <= reported else _ZERO
+            scalable = {
+                "input": input_cost,
+                "input_cache_read": cache_read,
+                "input_cache_creation": cache_creation,
+                "output": output_cost,
+                "output_reasoning": reasoning,
+                "request": request,
+            }
+            if not fixed:
+                scalable["server_tools"] = server_tools
+            scaled = _scaled(scalable, reported - fixed)
             input_cost, cache_read, cache_creation = (
                 scaled["input"],
                 scaled["input_cache_read"],
                 scaled["input_cache_creation"],
             )
             output_cost, reasoning = scaled["output"], scaled["output_reasoning"]
-            request, server_tools = scaled["request"], scaled["server_tools"]
+            request, server_tools = scaled["request"], scaled.get("server_tools", fixed)
+            scale = (reported - fixed) / (computed - fixed)  # computed > reported >= fixed
             no_cache_cache_part = (no_cache_cache_part * scale).quantize(_QUANTUM)
         total = reported  # exact by construction
     else:

@@ -302,3 +302,17 @@ def test_an_unknown_cache_split_is_an_uncached_estimate_without_a_hit_ratio() ->
     assert b.cache_hit_ratio is None and b.cache_savings is None and b.no_cache_total is None
     reported = compute_cost({"prompt_tokens": 10_000, "completion_tokens": 500, "cost": 0.0241}, SONNET)
     assert reported.source == "openrouter" and reported.cache_hit_ratio is None
+
+
+def test_a_reported_server_tool_cost_is_not_scaled_with_a_discount() -> None:
+    usage = {
+        "prompt_tokens": 1_000,
+        "completion_tokens": 100,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "cost": 0.0129,  # 0.01 for the tools, 0.0029 for tokens listed at 0.0045
+        "cost_details": {"server_tool_cost": 0.01},
+    }
+    b = compute_cost(usage, SONNET)
+    assert b.server_tools == D("0.01") and b.total == D("0.0129")
+    assert b.input + b.output == D("0.0029")
+    assert_consistent(b)

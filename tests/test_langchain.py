@@ -675,3 +675,56 @@ def test_a_bare_llm_root_run_stores_unquoted_user_and_session_ids(
     assert generation.attributes["user.id"] == "u-1"
     assert generation.attributes["session.id"] == "s-1"
     assert generation.attributes["langfuse.observation.metadata.langfuse_user_id"] == '"u-1"'  # Langfuse's
+
+
+def test_a_recorded_web_search_call_gets_its_server_tools_bucket(
+    openrouter, langfuse_client, otlp_receiver
+) -> None:
+    """The real recorded gpt-4.1-mini call with one web search, replayed byte for byte."""
+    model = "openai/gpt-4.1-mini"
+    catalog = PriceCatalog(
+        {model: {"prompt": "0.0000004", "completion": "0.0000016", "web_search": "0.01"}}, offline=True
+    )
+    openrouter.replay("test_openrouter_web_search_tool_usage.yaml")
+    llm = ChatOpenAI(base_url=openrouter.base_url, api_key="sk-or-test", model=model, max_retries=0)
+    llm.invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert generation.cost_details["server_tools"] == pytest.approx(0.01)
+    assert generation.cost_details["total"] == pytest.approx(0.0133176, abs=1e-12)
+    meta = generation.metadata["openrouter"]
+    assert meta["web_search_requests"] == 1 and meta["reconciliation_delta"] == 0
+    assert meta["server_tool_cost"] is None  # not reported: priced by the catalog's web_search
+
+
+def test_chat_openrouter_loses_the_server_tool_details_but_not_their_cost(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    """langchain-openrouter 0.2.9 drops `server_tool_use_details` and `cost_details.server_tool_cost`:
+    the total is still OpenRouter's, and what the tools cost shows as `other`."""
+    usage = Usage(
+        prompt_tokens=1_000, completion_tokens=100, cost=0.0145, server_tool_cost=0.01, web_search_requests=1
+    )
+    openrouter.set_default(ResponseSpec(model=DATED, provider="Anthropic", usage=usage))
+    message = chat_openrouter(openrouter).invoke(
+        "hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]}
+    )
+    assert "server_tool_cost" not in message.response_metadata["cost_details"]
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert "server_tools" not in generation.cost_details
+    assert generation.cost_details["other"] == pytest.approx(0.01, abs=1e-12)
+    assert generation.cost_details["total"] == pytest.approx(0.0145, abs=1e-12)
+
+
+def test_chat_openai_keeps_a_reported_server_tool_cost(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    usage = Usage(
+        prompt_tokens=1_000, completion_tokens=100, cost=0.0145, server_tool_cost=0.01, web_search_requests=1
+    )
+    openrouter.set_default(ResponseSpec(model=DATED, provider="Anthropic", usage=usage))
+    chat_openai(openrouter).invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert generation.cost_details["server_tools"] == pytest.approx(0.01)
+    assert generation.cost_details["total"] == pytest.approx(0.0145, abs=1e-12)
+    meta = generation.metadata["openrouter"]
+    assert meta["server_tool_cost"] == pytest.approx(0.01) and meta["web_search_requests"] == 1
