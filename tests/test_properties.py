@@ -21,6 +21,9 @@ from tests.strategies import (
     json_values,
     openrouter_responses,
     openrouter_usages,
+    responses_api_events,
+    responses_api_responses,
+    responses_api_usages,
     usage_like,
     valid_openrouter_usages,
 )
@@ -78,7 +81,13 @@ def _same(usual: OpenRouterUsage, careful: OpenRouterUsage) -> None:
 
 
 @quiet
-@given(obj=openrouter_responses | openrouter_usages)
+@given(
+    obj=openrouter_responses
+    | openrouter_usages
+    | responses_api_usages
+    | responses_api_responses
+    | responses_api_events
+)
 def test_the_usual_shape_reader_agrees_with_the_careful_one(obj: dict) -> None:
     usual = OpenRouterUsage._read_usual_openrouter(obj)
     if usual is not None:
