@@ -6,8 +6,7 @@ and writes overlap) and a BYOK call through `ChatOpenRouter`, each a bare LLM as
 sent are handed to the Langfuse server's own ingestion code (`langfuse-ingest`, node): it must store
 our buckets and total as given, the UI's input group summing to the prompt, and the ids unquoted.
 Skipped without node or a built harness: build one with `cp -r ../shared/tools/langfuse-ingest /tmp/x
-&& cd /tmp/x && npm ci && node build.mjs` and point `LANGFUSE_INGEST` at that directory (the default
-is `../shared/tools/langfuse-ingest` next to the clone, when built there).
+&& cd /tmp/x && npm ci && node build.mjs` and point `LANGFUSE_INGEST` at that directory.
 """
 
 from __future__ import annotations
@@ -31,8 +30,7 @@ from tests.support.openrouter_server import FakeOpenRouter, ResponseSpec, Usage
 from tests.support.otlp_receiver import TRACES_PATH, OTLPReceiver
 from tests.test_langchain import GEMINI_FLASH
 
-_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "tools" / "langfuse-ingest"
-HARNESS = Path(os.environ.get("LANGFUSE_INGEST", _DEFAULT)) / "dist" / "harness.cjs"
+HARNESS = Path(os.environ.get("LANGFUSE_INGEST") or "/nonexistent") / "dist" / "harness.cjs"
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not HARNESS.is_file(),
