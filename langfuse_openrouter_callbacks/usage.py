@@ -386,7 +386,7 @@ class OpenRouterUsage:
         if fields is None:
             return None
         get = fields.get
-        chat = get("input_tokens") is None or get("prompt_tokens") is not None
+        chat = _is_chat_usage(get)
         names = _CHAT_NAMES if chat else _RESPONSES_NAMES
         # the nested objects: dicts read as they are, SDK objects through `_fields`, absent ones as {}
         prompt, completion = get(names[2]), get(names[3])
@@ -564,7 +564,7 @@ class OpenRouterUsage:
         model: str | None = None,
     ) -> OpenRouterUsage:
         get = _getter(usage)
-        chat = get("input_tokens") is None or get("prompt_tokens") is not None
+        chat = _is_chat_usage(get)
         names = _CHAT_NAMES if chat else _RESPONSES_NAMES
         prompt = _getter(get(names[2]))
         completion = _getter(get(names[3]))
@@ -718,6 +718,15 @@ _CHAT_NAMES = ("prompt_tokens", "completion_tokens", "prompt_tokens_details", "c
 _RESPONSES_NAMES = ("input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details")
 _CHAT_COST_NAMES = ("upstream_inference_prompt_cost", "upstream_inference_completions_cost")
 _RESPONSES_COST_NAMES = ("upstream_inference_input_cost", "upstream_inference_output_cost")
+
+
+def _is_chat_usage(get: Callable[[str], Any]) -> bool:
+    """Whether a usage object has the chat completions' names; else the Responses API's, which has
+    `input_tokens` with `input_tokens_details` (Anthropic's own `input_tokens`, without the cache and
+    without those details, is not OpenRouter's and reads as empty here)."""
+    return (
+        get("prompt_tokens") is not None or get("input_tokens") is None or get("input_tokens_details") is None
+    )
 
 
 def _as_chat_costs(costs: Mapping[str, Any]) -> dict[str, Any]:

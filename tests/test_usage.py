@@ -417,3 +417,19 @@ def test_the_cache_split_is_unknown_only_when_nothing_says_it() -> None:
     assert not OpenRouterUsage.from_langchain({"input_tokens": 10, "output_tokens": 2}, {}).cache_reported
     chat = {"input_tokens": 10, "output_tokens": 2, "input_token_details": {"cache_read": 0}}
     assert OpenRouterUsage.from_langchain(chat, {"model_name": "a/b"}).cache_reported
+
+
+def test_anthropics_own_usage_is_not_read_as_the_responses_api() -> None:
+    """Anthropic's `input_tokens` excludes the cache and has no `input_tokens_details`: not OpenRouter's
+    Responses API, so it reads as empty (the LlamaIndex handler reads other providers' shapes itself)."""
+    anthropic = {
+        "id": "msg_01",
+        "model": "claude-sonnet-4-5",
+        "usage": {
+            "input_tokens": 12,
+            "cache_read_input_tokens": 4012,
+            "cache_creation_input_tokens": 0,
+            "output_tokens": 5,
+        },
+    }
+    assert OpenRouterUsage.from_openrouter(anthropic).is_empty
