@@ -13,6 +13,7 @@ from typing import Any
 import llama_index.core
 import pytest
 from llama_index.core import Settings
+from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai import OpenAIResponses
 
@@ -26,11 +27,18 @@ HELLO = [ChatMessage(role="user", content="hello")]
 
 @pytest.fixture
 def handler(catalog, langfuse_client) -> Iterator[Any]:
+    """The global handler, with LlamaIndex's Settings, global handler and dispatcher left as they were."""
     llm, embed, manager = Settings._llm, Settings._embed_model, Settings._callback_manager
+    dispatcher, global_handler = get_dispatcher(), llama_index.core.global_handler
+    span_handlers, event_handlers = list(dispatcher.span_handlers), list(dispatcher.event_handlers)
     handler = set_global_handler(price_catalog=catalog)
     yield handler
-    llama_index.core.global_handler = None
+    close = getattr(handler, "close", None)
+    if close is not None:
+        close()
+    llama_index.core.global_handler = global_handler
     Settings._llm, Settings._embed_model, Settings._callback_manager = llm, embed, manager
+    dispatcher.span_handlers[:], dispatcher.event_handlers[:] = span_handlers, event_handlers
 
 
 def responses_llm(server: FakeOpenRouter) -> OpenAIResponses:
