@@ -732,3 +732,30 @@ def test_chat_openai_keeps_a_reported_server_tool_cost(
     assert generation.cost_details["total"] == pytest.approx(0.0145, abs=1e-12)
     meta = generation.metadata["openrouter"]
     assert meta["server_tool_cost"] == pytest.approx(0.01) and meta["web_search_requests"] == 1
+
+
+def test_a_response_without_the_cache_split_takes_it_from_the_generation_record(
+    openrouter, catalog, langfuse_client, otlp_receiver, monkeypatch
+) -> None:
+    """Only the three totals on the wire (as in older responses): an uncached estimate, unless the
+    `/generation` record (its `native_tokens_cached` and `total_cost`) is fetched."""
+    openrouter.set_default(
+        ResponseSpec(model=DATED, provider="Anthropic", usage=replace(CACHED_CALL, legacy=True))
+    )
+    chat_openai(openrouter).invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    (estimate,) = exported_generations(langfuse_client, otlp_receiver)
+    assert estimate.metadata["openrouter"]["cost_source"] == "uncached_estimate"
+    assert estimate.metadata["openrouter"]["cache_hit_ratio"] is None
+    otlp_receiver.clear()
+    fetcher = _lookups(openrouter, monkeypatch)
+    try:
+        handler = CallbackHandler(price_catalog=catalog, generation_stats_fetcher=fetcher)
+        chat_openai(openrouter).invoke("hello", config={"callbacks": [handler]})
+        handler.flush()
+    finally:
+        fetcher.close()
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    meta = generation.metadata["openrouter"]
+    assert meta["cost_source"] == "openrouter" and meta["cache_hit_ratio"] == 0.6
+    assert generation.usage_details["input_cache_read"] == 6_000  # the record has no cache writes
+    assert generation.cost_details["total"] == pytest.approx(0.0241, abs=1e-12)
