@@ -991,7 +991,7 @@ class FakeOpenRouter(BackgroundHTTPServer[_OpenRouterHandler]):
         if api == "/responses":
             response = _responses_payload(spec, gen_id, created, model)
             if stream:
-                self._serve_stream(handler, replace(spec, processing_comments=0), _responses_events(response))
+                self._serve_stream(handler, spec, _responses_events(response))
             else:
                 handler.send_json(200, response, spec.headers)
         elif stream:
