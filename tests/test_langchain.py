@@ -575,17 +575,25 @@ BYOK_CASES = {
 }
 
 
+@pytest.mark.parametrize("way", ["invoke", "stream"])
 @pytest.mark.parametrize("name", list(BYOK_CASES))
 def test_chat_openrouter_tells_byok_from_the_costs_it_keeps(
-    openrouter, catalog, langfuse_client, otlp_receiver, name
+    openrouter, catalog, langfuse_client, otlp_receiver, name, way
 ) -> None:
     usage, byok = BYOK_CASES[name]
     openrouter.set_default(
         ResponseSpec(model=DATED, provider="Anthropic", usage=replace(usage, is_byok=byok))
     )
-    message = chat_openrouter(openrouter).invoke(
-        "hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]}
-    )
+    config = {"callbacks": [CallbackHandler(price_catalog=catalog)]}
+    llm = chat_openrouter(openrouter)
+    if way == "invoke":
+        message = llm.invoke("hello", config=config)
+    else:
+        chunks = list(llm.stream("hello", config=config))
+        message = chunks[0]
+        for chunk in chunks[1:]:
+            message = message + chunk
+    assert "cost" in message.response_metadata
     assert "is_byok" not in message.response_metadata  # langchain-openrouter 0.2.9 drops it
     (generation,) = exported_generations(langfuse_client, otlp_receiver)
     meta = generation.metadata["openrouter"]
