@@ -806,3 +806,80 @@ def test_cli_unwritable_output(server: FakeLangfuseAPI, env: None, tmp_path, cap
 
     assert code == 1
     assert capsys.readouterr().err.startswith("langfuse-openrouter report: error: No such file or directory")
+
+
+def test_cli_chart_as_jpeg_or_refused(server: FakeLangfuseAPI, env: None, tmp_path, capsys) -> None:
+    jpeg = tmp_path / "savings.jpg"
+    assert cli.main(["report", "--from", "2026-11-01", "--to", "2026-11-28", "--chart", str(jpeg)]) == 0
+    assert jpeg.read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG, not a PNG under another name
+    capsys.readouterr()
+
+    gif = tmp_path / "savings.gif"
+    assert cli.main(["report", "--from", "2026-11-01", "--to", "2026-11-28", "--chart", str(gif)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"langfuse-openrouter report: error: --chart writes .png, .jpg or .jpeg files, not '{gif}'\n"
+    )
+    assert not gif.exists()
+
+
+def test_cli_takes_no_abbreviated_flags(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["report", "--from", "2026-11-01", "--to", "2026-11-02", "--form", "csv"])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --form" in capsys.readouterr().err
+
+
+def test_cli_refused_connection_fails_at_once_in_one_line(monkeypatch, capsys) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", PUBLIC_KEY)
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", SECRET_KEY)
+    monkeypatch.setenv("LANGFUSE_BASE_URL", f"http://127.0.0.1:{port}")
+    connection = report.api_client_from_env()
+
+    code = report.run_report(start=FROM, end=TO, client=connection, max_retries=4, backoff=30.0)
+
+    assert code == 1
+    assert connection.requests == 1  # no retry (and no 30 s back-off)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(
+        f"langfuse-openrouter report: error: Langfuse cannot be reached at http://127.0.0.1:{port}"
+    )
+
+
+def test_cli_by_session_as_csv(server: FakeLangfuseAPI, env: None, capsys) -> None:
+    for session, hour in (("s-a", 13), ("s-a", 14), ("s-b", 15)):
+        generation, score = openrouter_generation(
+            MINI, at(6, hour), pricing=MINI_PRICES, prompt_tokens=2_000, completion_tokens=10,
+            session_id=session, openrouter={"prefix_hashes": ["x"]},
+        )  # fmt: skip
+        server.add(generation, score)
+
+    day = ["--from", "2026-11-06", "--to", "2026-11-06"]
+    code = cli.main(["report", *day, "--by", "session", "--format", "csv", "--table", "by"])
+
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["session"], r["calls"]) for r in rows] == [("s-a", "2"), ("s-b", "1")]
+    assert all(r["lost_usd"] == "0.000000" for r in rows)  # no cause: OpenAI caches without breakpoints
+
+
+def test_every_report_flag_is_in_the_readme() -> None:
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser()
+    cli._add_report_parser(parser.add_subparsers())
+    (report_parser,) = parser._subparsers._group_actions[0].choices.values()
+    flags = {
+        flag for action in report_parser._actions for flag in action.option_strings if flag.startswith("--")
+    }
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The savings report", 1)[1].split("\n## ", 1)[0]
+    assert flags - {"--help"}, flags
+    assert sorted(f for f in flags - {"--help"} if f not in section) == []
