@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
 import openai
 import pytest
 
+from langfuse_openrouter_callbacks.demo import cache_misses
+from langfuse_openrouter_callbacks.demo.cache_misses import EXPIRED_AFTER, SESSIONS
 from langfuse_openrouter_callbacks.demo.openrouter import EmbeddedOpenRouter, count_tokens, load_data
 from tests.scenario import SERVICE_VARIABLES
 
@@ -35,8 +38,10 @@ with DemoServices() as services:  # the savings report, read back from the embed
     today = datetime.now(timezone.utc).date()
     report = fetch_report(today, today, client=services.langfuse, check_disagreements=True)
     totals = {k: str(v) for k, v in dataclasses.asdict(report.totals).items()}
+    stored = services.embedded_langfuse.observations({})
 print(json.dumps({"openrouter": r.openrouter, "langfuse": r.langfuse, "spans": r.spans_received,
-                  "rows": [dataclasses.asdict(x) for x in r.rows], "report": totals}, default=str))
+                  "rows": [dataclasses.asdict(x) for x in r.rows], "report": totals,
+                  "cache_misses": report.as_dict()["cache_misses"], "stored": stored}, default=str))
 """
 
 
@@ -79,7 +84,9 @@ def test_demo_runs_langchain_and_llamaindex_calls(demo_rows) -> None:
 
 
 def test_explicit_cache_first_call_writes_then_later_calls_read(demo_rows) -> None:
-    anthropic = [r for r in demo_rows if r["model"].startswith("anthropic/")]
+    anthropic = [
+        r for r in demo_rows if r["framework"] == "LangChain" and r["model"].startswith("anthropic/")
+    ]
     first, *later = anthropic
     assert first["cache_write"] > 1024 and first["cache_read"] == 0
     assert Decimal(first["savings"]) < 0  # writes cost 1.25x the prompt price
@@ -109,6 +116,65 @@ def test_demo_costs_follow_the_embedded_prices_exactly(demo_rows) -> None:
             + (row["output"] + row["reasoning"]) * p["completion"]
         )
         assert Decimal(row["cost"]) == expected
+
+
+# ---------------------------------------------------------------------------- the cache misses
+
+MISSES = "LangChain (misses)"
+
+
+def _sessions(demo_run: dict) -> dict[str, list[dict]]:
+    """The stored generations of each cache-miss conversation, oldest first."""
+    by_session: dict[str, list[dict]] = {}
+    for generation in sorted(demo_run["stored"], key=lambda g: g["startTime"]):
+        if (generation.get("sessionId") or "").startswith("demo-cache-miss-"):
+            by_session.setdefault(generation["sessionId"], []).append(generation)
+    return by_session
+
+
+def test_demo_cache_miss_scenarios_happen(demo_run) -> None:
+    sessions = _sessions(demo_run)
+    assert [len(sessions[s]) for s in SESSIONS.values()] == [2, 2, 3]
+    switched, expired, unmarked = (sessions[s] for s in SESSIONS.values())
+    for first, follow_up in (switched, expired):
+        written = first["usageDetails"]["input_cache_creation"]
+        assert written > 1024 and follow_up["usageDetails"]["input_cache_creation"] == written  # paid again
+        assert "input_cache_read" not in follow_up["usageDetails"]
+        assert first["metadata"]["openrouter"]["cache_control"] is True
+        hashes, grown = (g["metadata"]["openrouter"]["prefix_hashes"] for g in (first, follow_up))
+        assert grown[: len(hashes)] == hashes  # the same prefix, grown
+    # the follow-up went to another provider, which LangChain drops and the /generation record gives back
+    assert [g["metadata"]["openrouter"]["provider"] for g in switched] == ["Anthropic", "Amazon Bedrock"]
+    # simulated time: the first call six minutes before the follow-up, in what Langfuse stored too
+    # (this moves OpenTelemetry's private span times; see `demo.cache_misses._SimulatedTime`)
+    gap = datetime.fromisoformat(expired[1]["startTime"]) - datetime.fromisoformat(expired[0]["startTime"])
+    assert gap.total_seconds() >= EXPIRED_AFTER
+    assert [g["metadata"]["openrouter"]["provider"] for g in expired] == ["Anthropic", "Anthropic"]
+    for generation in unmarked:  # no breakpoint: nothing written, nothing read, the same prefix
+        assert set(generation["usageDetails"]) == {"input", "output", "total"}
+        assert "cache_control" not in generation["metadata"]["openrouter"]
+    assert len({g["metadata"]["openrouter"]["prefix_hashes"][0] for g in unmarked}) == 1
+    assert [r["framework"] for r in demo_run["rows"]].count(MISSES) == cache_misses.CALLS
+
+
+def test_the_report_names_each_demo_cache_miss_with_its_dollars(demo_run) -> None:
+    misses = {m["cause"]: m for m in demo_run["cache_misses"]}
+    assert {"provider_switch", "expired", "not_enabled"} <= set(misses)
+    prices = {
+        k: Decimal(v) for k, v in load_data()["models"]["anthropic/claude-sonnet-4.5"]["pricing"].items()
+    }
+    sessions = _sessions(demo_run)
+    for cause in ("provider_switch", "expired"):
+        follow_up = sessions[SESSIONS[cause]][1]
+        assert misses[cause]["calls"] == 1 and misses[cause]["observation_ids"] == [follow_up["id"]]
+        # had the cache hit, the written tokens would have been read
+        written = follow_up["usageDetails"]["input_cache_creation"]
+        lost = written * (prices["input_cache_write"] - prices["input_cache_read"])
+        assert Decimal(misses[cause]["lost_usd"]) == lost.quantize(Decimal("0.000001"))
+    unmarked = sessions[SESSIONS["not_enabled"]]
+    assert misses["not_enabled"]["calls"] == 2
+    assert set(misses["not_enabled"]["observation_ids"]) == {g["id"] for g in unmarked[1:]}
+    assert Decimal(misses["not_enabled"]["lost_usd"]) > 0
 
 
 def test_demo_command_prints_the_table(tmp_path) -> None:

@@ -2,7 +2,9 @@
 
 Accepts OTLP/HTTP protobuf traces at `/api/public/otel/v1/traces` (gzip or not) and scores at
 `/api/public/scores`, and keeps them in memory. Serves the received generations back through the public
-observations API (`GET /api/public/v2/observations`, one page), so the savings report works against it;
+observations API (`GET /api/public/v2/observations`, pages of `limit` with a `cursor`, with their trace's
+`sessionId`, `userId` and `traceName` as Langfuse sets them from any span of the trace), so the savings
+report works against it;
 it has no metrics API (404), like a self-hosted Langfuse without the v2 APIs, so the report reads every
 generation. Other public API calls answer `{}`.
 """
@@ -70,9 +72,14 @@ class EmbeddedLangfuse(EmbeddedServer):
                 self.scores.extend(scores if isinstance(scores, list) else [scores])
             request.send_json(200, {})
         elif request.command == "GET" and path == OBSERVATIONS_PATH:
-            request.send_json(
-                200, {"data": self.observations(parse_qs(urlsplit(request.path).query)), "meta": {}}
-            )
+            query = parse_qs(urlsplit(request.path).query)
+            found = self.observations(query)
+            start = int((query.get("cursor") or ["0"])[0] or 0)
+            limit = int((query.get("limit") or [0])[0] or 0) or len(found) or 1
+            page, meta = found[start : start + limit], {}
+            if start + limit < len(found):
+                meta["cursor"] = str(start + limit)
+            request.send_json(200, {"data": page, "meta": meta})
         elif path == METRICS_PATH:
             request.send_json(404, {"message": "The metrics API is not available on this server"})
         else:
@@ -85,6 +92,12 @@ class EmbeddedLangfuse(EmbeddedServer):
         end = _time((query.get("toStartTime") or [None])[0])
         with self._lock:
             spans = list(self.spans)
+        traces: dict[str, dict[str, Any]] = {}  # what any span of a trace says of the trace
+        for span in spans:
+            said = traces.setdefault(span.trace_id, {})
+            for key, attributes in _TRACE_ATTRIBUTES.items():
+                if key not in said and (value := _first_string(span.attributes, attributes)) is not None:
+                    said[key] = value
         found = []
         for span in sorted(spans, key=lambda s: s.start_time_unix_nano, reverse=True):
             generation = read_generation(span.attributes)
@@ -107,6 +120,7 @@ class EmbeddedLangfuse(EmbeddedServer):
                     "costDetails": generation.cost_details,
                     "totalCost": generation.cost_details.get("total"),
                     "metadata": {METADATA_KEY: generation.openrouter} if generation.openrouter else {},
+                    **{key: traces[span.trace_id].get(key) for key in _TRACE_ATTRIBUTES},
                 }
             )
         return found
@@ -137,6 +151,41 @@ class EmbeddedLangfuse(EmbeddedServer):
         with self._lock:
             self.spans.extend(received)
         request.send_body(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
+
+
+# Where Langfuse's OTel ingestion finds a trace's session, user and name, in its order
+# (`OtelIngestionProcessor.extractSessionId` / `extractUserId`; LangChain puts them in the metadata).
+_TRACE_ATTRIBUTES = {
+    "sessionId": (
+        "langfuse.session.id",
+        "session.id",
+        "gen_ai.conversation.id",
+        "langfuse.observation.metadata.langfuse_session_id",
+        "langfuse.trace.metadata.langfuse_session_id",
+    ),
+    "userId": (
+        "langfuse.user.id",
+        "user.id",
+        "langfuse.observation.metadata.langfuse_user_id",
+        "langfuse.trace.metadata.langfuse_user_id",
+    ),
+    "traceName": ("langfuse.trace.name",),
+}
+
+
+def _first_string(attributes: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The first of `keys` set to a string (metadata values are JSON: a JSON string is decoded)."""
+    for key in keys:
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            if ".metadata." in key and value.startswith('"'):
+                try:
+                    decoded = json.loads(value)
+                except ValueError:
+                    return value
+                return decoded if isinstance(decoded, str) else value
+            return value
+    return None
 
 
 def _time(value: str | None) -> datetime | None:

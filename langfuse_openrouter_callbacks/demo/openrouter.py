@@ -4,8 +4,11 @@ Serves `POST /api/v1/chat/completions` (JSON, or SSE with `: OPENROUTER PROCESSI
 usage chunk), `GET /api/v1/models`, `GET /api/v1/models/{id}/endpoints` and `GET /api/v1/generation`.
 Responses have the shape of real OpenRouter responses. Usage follows the providers' caching rules:
 Anthropic-style models cache the prompt up to the last `cache_control` breakpoint (the first call
-writes the cache, later calls read it); OpenAI-style models cache the longest prefix shared with an
-earlier request, in 128-token steps from 1,024 tokens. Costs follow OpenRouter's billing exactly.
+writes the cache, later calls read it) for 5 minutes from its last use, or an hour with `"ttl": "1h"`;
+OpenAI-style models cache the longest prefix shared with an earlier request, in 128-token steps from
+1,024 tokens. A cache lives on one provider: a request routed elsewhere (`provider.order` names another
+provider of the model) reads nothing there. `clock_offset` moves the server's clock (simulated time, for
+letting a cache expire without waiting). Costs follow OpenRouter's billing exactly.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ._http import EmbeddedServer, Handler
 API_PREFIX = "/api/v1"
 _CACHE_STEP = 128
 _REMEMBERED_PROMPTS = 64
+_LIFETIMES = {None: 300.0, "5m": 300.0, "1h": 3600.0}  # Anthropic's, from the cache entry's last use
 
 
 def load_data() -> dict[str, Any]:
@@ -40,14 +44,14 @@ def count_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def _content_parts(content: Any) -> list[tuple[str, bool]]:
-    """A message's text parts, each with whether it carries a `cache_control` breakpoint."""
+def _content_parts(content: Any) -> list[tuple[str, Any]]:
+    """A message's text parts, each with its `cache_control` breakpoint (None without)."""
     if isinstance(content, str):
-        return [(content, False)]
+        return [(content, None)]
     parts = []
     for part in content or []:
         if isinstance(part, dict) and isinstance(part.get("text"), str):
-            parts.append((part["text"], "cache_control" in part))
+            parts.append((part["text"], part.get("cache_control")))
     return parts
 
 
@@ -58,7 +62,8 @@ class EmbeddedOpenRouter(EmbeddedServer):
         super().__init__()
         self.data = load_data()
         self._lock = threading.Lock()
-        self._written: set[str] = set()  # explicit cache entries
+        self._written: dict[str, float] = {}  # explicit cache entries: when each was last used
+        self.clock_offset = 0.0  # seconds the server's clock is ahead of (or, negative, behind) time.time()
         self._prompts: dict[str, list[str]] = {}  # model -> recent prompts, for implicit caching
         self._generations: dict[str, dict[str, Any]] = {}
         self._counter = 0
@@ -67,6 +72,10 @@ class EmbeddedOpenRouter(EmbeddedServer):
     @property
     def base_url(self) -> str:
         return self.root_url + API_PREFIX
+
+    def now(self) -> float:
+        """The server's clock (seconds since the epoch): `time.time()` moved by `clock_offset`."""
+        return time.time() + self.clock_offset
 
     # ------------------------------------------------------------------ routing
 
@@ -103,14 +112,17 @@ class EmbeddedOpenRouter(EmbeddedServer):
         if model is None:
             request.send_json(404, {"error": {"code": 404, "message": "Model not found"}})
             return
-        endpoint = {
-            "name": f"{model['provider']} | {model['canonical_slug']}",
-            "provider_name": model["provider"],
-            "tag": model["provider"].lower(),
-            "pricing": model["pricing"],
-            "supports_implicit_caching": model["caching"] == "implicit",
-        }
-        request.send_json(200, {"data": {"id": model_id, "name": model_id, "endpoints": [endpoint]}})
+        endpoints = [
+            {
+                "name": f"{provider} | {model['canonical_slug']}",
+                "provider_name": provider,
+                "tag": tag,
+                "pricing": model["pricing"],
+                "supports_implicit_caching": model["caching"] == "implicit",
+            }
+            for provider, tag in _providers(model).items()
+        ]
+        request.send_json(200, {"data": {"id": model_id, "name": model_id, "endpoints": endpoints}})
 
     # ------------------------------------------------------------------ completions
 
@@ -127,15 +139,16 @@ class EmbeddedOpenRouter(EmbeddedServer):
             request.send_json(400, {"error": {"code": 400, "message": f"{model_id} is not a valid model ID"}})
             return
         answer = self._answer(body)
-        usage = self._usage(model_id, model, body.get("messages") or [], answer)
+        provider = _route(model, body.get("provider"))
+        usage = self._usage(model_id, model, provider, body.get("messages") or [], answer)
         with self._lock:
             self._counter += 1
             counter = self._counter
-        created = int(time.time())
+        created = int(self.now())
         generation_id = f"gen-{created}-" + hashlib.sha256(f"{counter}".encode()).hexdigest()[:20]
         common = {
             "id": generation_id,
-            "provider": model["provider"],
+            "provider": provider,
             "model": model["canonical_slug"],
             "created": created,
         }
@@ -173,15 +186,20 @@ class EmbeddedOpenRouter(EmbeddedServer):
         return answers[int(hashlib.sha256(text.encode()).hexdigest(), 16) % len(answers)]
 
     def _usage(
-        self, model_id: str, model: dict[str, Any], messages: list[dict[str, Any]], answer: str
+        self,
+        model_id: str,
+        model: dict[str, Any],
+        provider: str,
+        messages: list[dict[str, Any]],
+        answer: str,
     ) -> dict:
-        prompt_text, breakpoint_at = "", None
+        prompt_text, breakpoint_at, breakpoint = "", None, None
         for message in messages:
             prompt_text += f"<{message.get('role')}>"
-            for text, is_breakpoint in _content_parts(message.get("content")):
+            for text, marker in _content_parts(message.get("content")):
                 prompt_text += text
-                if is_breakpoint:
-                    breakpoint_at = len(prompt_text)
+                if marker is not None:
+                    breakpoint_at, breakpoint = len(prompt_text), marker
         prompt_tokens = count_tokens(prompt_text) + 3 * len(messages)
         cached = written = 0
         with self._lock:
@@ -189,12 +207,14 @@ class EmbeddedOpenRouter(EmbeddedServer):
                 prefix = prompt_text[:breakpoint_at]
                 tokens = count_tokens(prefix)
                 if tokens >= model["min_cache_tokens"]:
-                    key = hashlib.sha256((model_id + prefix).encode()).hexdigest()
-                    if key in self._written:
+                    key = hashlib.sha256((provider + model_id + prefix).encode()).hexdigest()
+                    now, last_used = self.now(), self._written.get(key)
+                    ttl = breakpoint.get("ttl") if isinstance(breakpoint, dict) else None
+                    if last_used is not None and now - last_used <= _LIFETIMES.get(ttl, 300.0):
                         cached = tokens
                     else:
                         written = tokens
-                        self._written.add(key)
+                    self._written[key] = now
             elif model["caching"] == "implicit":
                 earlier = self._prompts.setdefault(model_id, [])
                 shared = max((_common_prefix(prompt_text, p) for p in earlier), default=0)
@@ -282,6 +302,22 @@ class EmbeddedOpenRouter(EmbeddedServer):
             "generation_time": 400,
             "provider_responses": [{"provider_name": common["provider"], "status": 200}],
         }
+
+
+def _providers(model: dict[str, Any]) -> dict[str, str]:
+    """The providers serving `model`, by name, with their slugs; the default one first."""
+    return {model["provider"]: model["provider"].lower(), **model.get("other_providers", {})}
+
+
+def _route(model: dict[str, Any], preferences: Any) -> str:
+    """The provider that serves a request: the first of its `provider.order` (names or slugs) that
+    serves the model, else the model's default provider."""
+    order = preferences.get("order") if isinstance(preferences, dict) else None
+    for wanted in order if isinstance(order, list) else []:
+        for name, slug in _providers(model).items():
+            if isinstance(wanted, str) and wanted.lower() in (name.lower(), slug):
+                return name
+    return model["provider"]
 
 
 def _common_prefix(a: str, b: str) -> int:

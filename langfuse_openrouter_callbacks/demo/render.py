@@ -9,9 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
+from . import cache_misses
 from .run import QUESTIONS, RAG_QUESTIONS, DemoResult, run_demo
 
-CALLS = 2 * len(QUESTIONS) + len(RAG_QUESTIONS)
+CALLS = 2 * len(QUESTIONS) + len(RAG_QUESTIONS) + cache_misses.CALLS
 
 
 def usd(amount: Decimal | None) -> str:

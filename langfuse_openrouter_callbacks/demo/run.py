@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 
 from ..catalog import DEFAULT_API_BASE, PriceCatalog
 from ..langfuse_fields import read_generation
+from .cache_misses import run_cache_misses
 
 ANTHROPIC_MODEL = "anthropic/claude-sonnet-4.5"
 OPENAI_MODEL = "openai/gpt-4.1-mini"
@@ -151,7 +152,7 @@ class DemoServices:
         self.catalog.refresh()
 
         self.collector = _GenerationCollector()
-        tracer_provider = TracerProvider()
+        self.tracer_provider = tracer_provider = TracerProvider()
         tracer_provider.add_span_processor(self.collector)
         public_key, secret_key = env.get("LANGFUSE_PUBLIC_KEY"), env.get("LANGFUSE_SECRET_KEY")
         if public_key and secret_key:
@@ -209,6 +210,7 @@ def run_calls(services: DemoServices, progress: Any = None) -> None:
     _langchain_calls(services, report)
     services.collector.framework = "LlamaIndex"
     _llama_index_calls(services, report)
+    run_cache_misses(services, report)
     services.langfuse.flush()
 
 
