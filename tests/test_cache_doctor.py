@@ -674,3 +674,17 @@ def test_e2e_write_unread(run, server, catalog) -> None:
     found = causes_of(e2e_report(server, catalog))
 
     assert found == {"write_unread": (1, Decimal("0.003"), [written])}
+
+
+def test_by_session_without_the_diagnosis(server: FakeLangfuseAPI) -> None:
+    conversation(server)
+
+    report = report_of(server, cache_misses=False, by="session")
+
+    assert report.source == "observations" and report.cache_misses is None  # sessions need the generations
+    assert {g.key: (g.calls, g.lost_usd) for g in report.grouped()} == {
+        "hits": (2, None),
+        "switch": (2, None),
+        "plain": (2, None),
+    }
+    assert "Per session: cost, savings and lost to cache misses" in render_table(report)

@@ -883,3 +883,14 @@ def test_every_report_flag_is_in_the_readme() -> None:
     section = readme.split("## The savings report", 1)[1].split("\n## ", 1)[0]
     assert flags - {"--help"}, flags
     assert sorted(f for f in flags - {"--help"} if f not in section) == []
+
+
+def test_the_sdk_internal_the_report_reads_its_connection_from(client: Langfuse) -> None:
+    """`LangfuseConnection.of` reads the SDK's generated client wrapper: fail loudly if it changes."""
+    wrapper = client.api._client_wrapper
+    assert wrapper.get_base_url() == client.api._client_wrapper._base_url
+    headers = wrapper.get_headers()
+    assert headers["Authorization"].startswith("Basic ") and headers["X-Langfuse-Public-Key"] == PUBLIC_KEY
+    connection = report.LangfuseConnection.of(client)
+    assert connection.headers["Authorization"] == headers["Authorization"]
+    assert connection.base_url == wrapper.get_base_url().rstrip("/")

@@ -208,6 +208,8 @@ def _fetch(
                     target.disagreements += 1
         else:
             result = None
+    if result is not None:
+        groups = result.group_rows(None)
     if doctor is not None and result is not None:
         misses, undecided = doctor.result()
         groups = result.group_rows(doctor.lost_by)

@@ -237,7 +237,7 @@ def render_table(report: SavingsReport, *, width: int = 200) -> str:
     console.print(models)
 
     group_rows = _group_table(report)
-    if group_rows is not None and report.cache_misses is not None:
+    if group_rows is not None and (report.cache_misses is not None or report.by != "model"):
         title = _DIMENSION_TITLES[report.by]
         groups = table(
             f"Per {title}: cost, savings and lost to cache misses", (title.capitalize(),), _GROUP_COLUMNS
@@ -416,7 +416,7 @@ def to_html(report: SavingsReport, *, chart: bool = True) -> str:
         body.append(_html_table(_MISS_COLUMNS, miss_rows, raw={4}, wrap={4, 5}))
         body.extend(f'<p class="note">{html.escape(line)}</p>' for line in _miss_lines(report))
     group_rows = _group_table(report)
-    if group_rows is not None and report.cache_misses is not None:
+    if group_rows is not None and (report.cache_misses is not None or report.by != "model"):
         title = _DIMENSION_TITLES[report.by]
         body.append(f"<h2>Per {html.escape(title)}: cost, savings and lost to cache misses</h2>")
         rows = [
