@@ -183,7 +183,7 @@ def _fetch(
     if cells is None:
         result = scan(
             connection, start, end, model, tolerance,
-            fields=_SCAN_FIELDS if doctor else "core,model,usage,metadata",
+            fields=_SCAN_FIELDS,
             progress=progress, total=known_calls, doctor=doctor, base_url=connection.base_url,
         )  # fmt: skip
         cells, disagreements, used = result.cells, tuple(result.disagreements), "observations"
