@@ -24,6 +24,7 @@ from langfuse_openrouter_callbacks import cli, report
 from langfuse_openrouter_callbacks.langfuse_fields import SAVINGS_SCORE_NAME
 from langfuse_openrouter_callbacks.report import (
     ReportError,
+    ReportRow,
     SavingsReport,
     fetch_report,
     render_table,
@@ -894,3 +895,39 @@ def test_the_sdk_internal_the_report_reads_its_connection_from(client: Langfuse)
     connection = report.LangfuseConnection.of(client)
     assert connection.headers["Authorization"] == headers["Authorization"]
     assert connection.base_url == wrapper.get_base_url().rstrip("/")
+
+
+def _report_of(rows: list[ReportRow], start: date, end: date) -> SavingsReport:
+    return SavingsReport(
+        start=start, end=end, model=None, rows=tuple(rows), disagreements=None, source="metrics"
+    )
+
+
+def _row(day: date, model: str, cost: str, savings: str = "0") -> ReportRow:
+    cost_, savings_ = Decimal(cost), Decimal(savings)
+    return ReportRow(day, model, 1, 10, 0, 0, 1, cost_, cost_ + savings_, savings_)
+
+
+def test_money_columns_add_up_to_the_total_shown() -> None:
+    day = date(2026, 11, 1)
+    rows = [_row(day, f"m/{i}", "0.0000004", "-0.0000004") for i in range(3)]  # 3 x 0.4 micro-dollars
+
+    text = render_table(_report_of(rows, day, day))
+
+    models = [line for line in text.splitlines() if line.startswith("│ m/")][-3:]
+    costs = [Decimal(line.split("│")[8].strip().lstrip("$")) for line in models]
+    total = next(line for line in text.splitlines() if line.startswith("│ Total"))
+    assert sum(costs) == Decimal(total.split("│")[8].strip().lstrip("$")) == Decimal("0.000001")
+    assert sorted(costs) == [0, 0, Decimal("0.000001")]  # the largest remainders get the unit
+    assert " -$0.000001 " in total and "$0.000000 " in total  # savings, no-cache cost
+
+
+def test_sparse_days_are_bars_and_a_full_month_lines() -> None:
+    from langfuse_openrouter_callbacks.report._chart import drawn_as
+
+    start = date(2026, 11, 1)
+    every_day = [_row(start + timedelta(days=i), "m/a", "0.01") for i in range(40)]
+    assert drawn_as(_report_of(every_day, start, start + timedelta(days=39))) == "lines"
+    gaps = every_day[:3] + every_day[20:]
+    assert drawn_as(_report_of(gaps, start, start + timedelta(days=39))) == "bars"
+    assert drawn_as(_report_of(every_day[:5], start, start + timedelta(days=4))) == "bars"  # a short range

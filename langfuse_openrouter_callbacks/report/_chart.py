@@ -40,6 +40,13 @@ def _axis_usd(top: float) -> Callable[[float, Any], str]:
     return label
 
 
+def drawn_as(report: SavingsReport) -> str:
+    """ "bars" when some day of the range has no call or the range is short, else "lines" (a line over
+    empty days would invent a ramp between the days around them)."""
+    days = report.by_day()
+    return "bars" if len(days) < _LINES_FROM or any(d.calls == 0 for d in days) else "lines"
+
+
 def chart_bytes(report: SavingsReport, fmt: str = "png", *, dpi: int = 110) -> bytes:
     """The chart as `fmt` ("png" or "jpeg") bytes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -62,8 +69,7 @@ def chart_bytes(report: SavingsReport, fmt: str = "png", *, dpi: int = 110) -> b
         axes, lost_axes = figure.subplots(1, 2, width_ratios=(2, 1))
     else:
         axes, lost_axes = figure.add_subplot(), None
-    sparse = len(x) < _LINES_FROM or any(d.calls == 0 for d in days)
-    if sparse:  # bars: nothing drawn on the days without calls
+    if drawn_as(report) == "bars":  # bars: nothing drawn on the days without calls
         width = 0.38
         left = [d - timedelta(days=width / 2) for d in x]
         right = [d + timedelta(days=width / 2) for d in x]
