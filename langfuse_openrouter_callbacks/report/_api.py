@@ -99,6 +99,9 @@ class LangfuseConnection:
             self.requests += 1
             try:
                 response = self._client.get(path, params=query)
+                # httpx's Response and its stream refer to each other: without this, each page's bytes
+                # wait for the cycle collector, and a few of them pile up (the body is read already)
+                response.stream = None
             except (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
                 raise ReportError(
                     f"Langfuse cannot be reached at {self.base_url} ({what}): {_reason(exc)}"

@@ -200,7 +200,9 @@ def scan(
             advance(len(data))
             meta = page.get("meta")
             cursor = meta.get("cursor") if isinstance(meta, Mapping) else None
-            if not cursor or not data:
+            count = len(data)
+            del page, data  # one page in memory at a time: not this one while the next is read
+            if not cursor or not count:
                 break
             if cursor in seen:
                 raise ReportError("Langfuse returned the same page cursor twice; stopping")
