@@ -18,9 +18,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from hashlib import sha256
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["PromptFingerprint", "fingerprint"]
 
@@ -31,8 +30,7 @@ _canonical = json.JSONEncoder(
 ).encode
 
 
-@dataclass(frozen=True, slots=True)
-class PromptFingerprint:
+class PromptFingerprint(NamedTuple):
     """`cache_control`: the request carried a breakpoint (on a content part, a message, or top-level);
     `cache_ttl`: the longest lifetime a breakpoint named (`"ttl": "1h"` is 3600 s), else None;
     `prefix_hashes[i]`: the hash of the tools and messages `0..i`."""
@@ -56,13 +54,15 @@ def fingerprint(
     breakpoints = [cache_control] if cache_control is not None else []
     hashes = []
     for message in messages:
-        if isinstance(message, Mapping):
+        if type(message) is dict or isinstance(message, Mapping):
             _update(hasher, message, breakpoints)
         else:
             hasher.update(b"?" + type(message).__name__.encode())
         hashes.append(hasher.copy().hexdigest()[:_HEX_DIGITS])
+    if not breakpoints:
+        return PromptFingerprint(False, tuple(hashes))
     ttls = [ttl for marker in breakpoints if (ttl := _ttl(marker)) is not None]
-    return PromptFingerprint(bool(breakpoints), tuple(hashes), max(ttls) if ttls else None)
+    return PromptFingerprint(True, tuple(hashes), max(ttls) if ttls else None)
 
 
 def _ttl(marker: Any) -> int | None:
@@ -77,10 +77,12 @@ def _update(hasher: Any, message: Mapping[str, Any], breakpoints: list[Any]) -> 
     if (marker := message.get(_CACHE_CONTROL)) is not None:
         breakpoints.append(marker)
     role, content = message.get("role"), message.get("content")
-    hasher.update(b"\x1eR" + (role if isinstance(role, str) else _canonical(role)).encode())
-    if isinstance(content, str):
-        _text(hasher, content)
+    role_bytes = b"\x1eR" + (role if isinstance(role, str) else _canonical(role)).encode()
+    if isinstance(content, str):  # the usual message: one update
+        data = content.encode("utf-8", "surrogatepass")
+        hasher.update(b"%s\x1fT%d:%s" % (role_bytes, len(data), data))
     elif isinstance(content, (list, tuple)):
+        hasher.update(role_bytes)
         for part in content:
             if isinstance(part, str):
                 _text(hasher, part)
@@ -96,8 +98,8 @@ def _update(hasher: Any, message: Mapping[str, Any], breakpoints: list[Any]) -> 
             else:
                 rest = {k: v for k, v in part.items() if k != _CACHE_CONTROL}
                 hasher.update(b"\x1fP" + _canonical(rest).encode())
-    elif content is not None:
-        hasher.update(b"\x1fC" + _canonical(content).encode())
+    else:
+        hasher.update(role_bytes if content is None else role_bytes + b"\x1fC" + _canonical(content).encode())
     if len(message) > 2 or not _MESSAGE_KEYS.issuperset(message):
         extra = {k: v for k, v in message.items() if k not in _MESSAGE_KEYS and v is not None}
         if extra:

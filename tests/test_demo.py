@@ -36,7 +36,8 @@ r = run_demo()
 with DemoServices() as services:  # the savings report, read back from the embedded Langfuse
     run_calls(services)
     today = datetime.now(timezone.utc).date()
-    report = fetch_report(today, today, client=services.langfuse, check_disagreements=True)
+    report = fetch_report(today, today, client=services.langfuse, catalog=services.catalog,
+                          check_disagreements=True)
     totals = {k: str(v) for k, v in dataclasses.asdict(report.totals).items()}
     stored = services.embedded_langfuse.observations({})
 print(json.dumps({"openrouter": r.openrouter, "langfuse": r.langfuse, "spans": r.spans_received,

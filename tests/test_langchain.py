@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import threading
 from typing import Any
 
 import pytest
@@ -477,12 +477,16 @@ def test_the_users_call_never_waits_for_the_price_api(
     openrouter, langfuse_client, otlp_receiver, tmp_path
 ) -> None:
     openrouter.set_models([model_entry(REQUESTED, SONNET, canonical_slug=DATED)])
-    openrouter.set_fault("models", Fault(delay=3.0))
+    answer = threading.Event()  # the price API answers only when the test says so
+    openrouter.set_fault("models", Fault(hold=answer))
     catalog = PriceCatalog(api_base=openrouter.base_url, cache_dir=tmp_path)
-    started = time.monotonic()
-    chat_openai(openrouter).invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
-    assert time.monotonic() - started < 2.0
-    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    handler = CallbackHandler(price_catalog=catalog)
+    try:  # the call returns and is exported while the price API has not answered
+        chat_openai(openrouter).invoke("hello", config={"callbacks": [handler]})
+        (generation,) = exported_generations(langfuse_client, otlp_receiver)
+        assert not catalog.wait_until_idle(0)  # the model list is still out
+    finally:
+        answer.set()
     assert generation.metadata["openrouter"]["pricing_source"] == "genai-prices"  # offline data meanwhile
     assert generation.cost_details["total"] == 0.0241
 

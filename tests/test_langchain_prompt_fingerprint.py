@@ -124,8 +124,9 @@ def test_a_top_level_breakpoint_and_its_lifetime(openrouter, catalog, langfuse_c
     assert meta["cache_control"] is True and meta["cache_ttl"] == 3600
 
 
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
 def test_tools_and_tool_turns_are_part_of_the_prefix(
-    openrouter, catalog, langfuse_client, otlp_receiver
+    make, openrouter, catalog, langfuse_client, otlp_receiver
 ) -> None:
     @tool
     def refund_status(order: str) -> str:
@@ -142,7 +143,7 @@ def test_tools_and_tool_turns_are_part_of_the_prefix(
         content="", tool_calls=[{"id": "call_1", "name": "refund_status", "args": {"order": "7"}}]
     )
     turns = [PLAIN, QUESTION, call, ToolMessage(content="sent", tool_call_id="call_1")]
-    llm = chat_openai(openrouter)
+    llm = make(openrouter)
     llm.bind_tools([refund_status, exchange_status]).invoke(turns, config={"callbacks": [handler]})
     llm.bind_tools([exchange_status, refund_status]).invoke(turns, config={"callbacks": [handler]})
     llm.invoke(turns, config={"callbacks": [handler]})

@@ -42,6 +42,7 @@ _ROLES = {
 def run_cache_misses(services: Any, report: Any) -> None:
     """The three conversations through `services` (a `DemoServices`); `report(description)` per call."""
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+    from langchain_core.output_parsers import StrOutputParser
     from langchain_openai import ChatOpenAI
 
     from ..generation_stats import GenerationStatsFetcher
@@ -73,18 +74,22 @@ def run_cache_misses(services: Any, report: Any) -> None:
 
     def ask(cause: str, messages: list[Any], **routing: Any) -> str:
         report(f"LangChain · {ANTHROPIC_MODEL} · cache miss: {cause.replace('_', ' ')}")
-        llm = ChatOpenAI(
-            base_url=services.openrouter_base,
-            api_key=services.openrouter_key,
-            model=ANTHROPIC_MODEL,
-            max_tokens=200,
-            max_retries=1,
-            extra_body=routing or None,
-        )
+        chain = (
+            ChatOpenAI(
+                base_url=services.openrouter_base,
+                api_key=services.openrouter_key,
+                model=ANTHROPIC_MODEL,
+                max_tokens=200,
+                max_retries=1,
+                extra_body=routing or None,
+            )
+            | StrOutputParser()
+        )  # a chain: Langfuse sets the session on the trace (on an LLM alone, only in
+        # its metadata, which Langfuse's server then stores as the JSON string, quotes and all)
         config = {"callbacks": [handler], "metadata": {"langfuse_session_id": SESSIONS[cause]}}
-        answer = llm.invoke(messages, config=config).content
+        answer = chain.invoke(messages, config=config)
         handler.flush()  # the /generation record is in before the clock moves
-        return answer if isinstance(answer, str) else ""
+        return answer
 
     try:
         # Anthropic writes the cache; the follow-up is sent to Amazon Bedrock, which has none of it.

@@ -174,18 +174,9 @@ _TRACE_ATTRIBUTES = {
 
 
 def _first_string(attributes: dict[str, Any], keys: tuple[str, ...]) -> str | None:
-    """The first of `keys` set to a string (metadata values are JSON: a JSON string is decoded)."""
-    for key in keys:
-        value = attributes.get(key)
-        if isinstance(value, str) and value:
-            if ".metadata." in key and value.startswith('"'):
-                try:
-                    decoded = json.loads(value)
-                except ValueError:
-                    return value
-                return decoded if isinstance(decoded, str) else value
-            return value
-    return None
+    """The first of `keys` set to a non-empty string, as it is (a metadata value is JSON: Langfuse keeps
+    its quotes)."""
+    return next((v for k in keys if isinstance(v := attributes.get(k), str) and v), None)
 
 
 def _time(value: str | None) -> datetime | None:

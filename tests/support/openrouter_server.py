@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import string
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
 
+from ..shared_data import DATA
 from ._http import BackgroundHTTPServer, QuietHandler, RecordedRequest
 
 __all__ = [
@@ -334,24 +336,9 @@ class RecordedExchange:
 
 
 def recorded_exchanges_path() -> Path:
-    """Locate ``openrouter_recorded_exchanges.json``.
-
-    Order: ``$OPENROUTER_RECORDED_EXCHANGES``, ``tests/data/``, then the project's shared data
-    directory ``../shared/data`` beside the repository (as ``tests/shared_data.py`` uses).
-    Raises ``FileNotFoundError`` listing the candidates.
-    """
-    here = Path(__file__).resolve().parent
-    name = "openrouter_recorded_exchanges.json"
+    """The recorded exchanges: `$OPENROUTER_RECORDED_EXCHANGES`, else `tests/data/`."""
     env = os.environ.get("OPENROUTER_RECORDED_EXCHANGES")
-    candidates = [
-        *([Path(env)] if env else []),
-        here.parent / "data" / name,
-        here.parents[2] / "shared" / "data" / name,
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"openrouter_recorded_exchanges.json not found in {[str(c) for c in candidates]}")
+    return Path(env) if env else DATA / "openrouter_recorded_exchanges.json"
 
 
 _EXCHANGES_CACHE: dict[Path, list[RecordedExchange]] = {}
@@ -628,11 +615,14 @@ class Fault:
     ``status`` sends an OpenRouter error body with that status; ``invalid_json`` sends a
     complete but unparseable ``application/json`` body; ``truncate`` declares the full
     Content-Length, sends half the body and closes the connection; ``delay`` sleeps first;
-    ``headers`` are added to the response (e.g. ``{"Retry-After": "1"}`` with ``status=429``).
+    ``hold`` waits until the test sets that event (at most 60 s), so a test can check what happened
+    while the server had not answered yet, on any machine; ``headers`` are added to the response
+    (e.g. ``{"Retry-After": "1"}`` with ``status=429``).
     """
 
     status: int | None = None
     delay: float = 0.0
+    hold: threading.Event | None = None
     invalid_json: bool = False
     truncate: bool = False
     times: int | None = None
@@ -883,6 +873,8 @@ class FakeOpenRouter(BackgroundHTTPServer[_OpenRouterHandler]):
             return
         if fault.delay:
             time.sleep(fault.delay)
+        if fault.hold is not None:
+            fault.hold.wait(60)
         if fault.status is not None:
             status = fault.status
             if status >= 400:
