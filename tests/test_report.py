@@ -931,3 +931,18 @@ def test_sparse_days_are_bars_and_a_full_month_lines() -> None:
     gaps = every_day[:3] + every_day[20:]
     assert drawn_as(_report_of(gaps, start, start + timedelta(days=39))) == "bars"
     assert drawn_as(_report_of(every_day[:5], start, start + timedelta(days=4))) == "bars"  # a short range
+
+
+def test_the_command_imports_neither_the_langfuse_sdk_nor_matplotlib() -> None:
+    """The report's start-up: the SDK's API client cost ~0.7 s to import; the JSON reader needs none of it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from langfuse_openrouter_callbacks import cli;"
+        "import langfuse_openrouter_callbacks.report._command;"
+        "heavy = {'langfuse', 'matplotlib', 'pydantic', 'rich'};"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
