@@ -688,3 +688,16 @@ def test_by_session_without_the_diagnosis(server: FakeLangfuseAPI) -> None:
         "plain": (2, None),
     }
     assert "Per session: cost, savings and lost to cache misses" in render_table(report)
+
+
+def test_the_metrics_path_with_the_diagnosis_reads_the_generations_once(server: FakeLangfuseAPI) -> None:
+    from tests.support.langfuse_api_server import OBSERVATIONS_PATH
+
+    conversation(server)
+
+    report = report_of(server, source="metrics")
+
+    assert report.source == "metrics"  # the rows aggregated by Langfuse
+    assert [m.cause for m in report.cache_misses] == ["provider_switch", "not_enabled", "write_unread"]
+    assert report.disagreements == ()  # checked on the way
+    assert len(server.requests_to(OBSERVATIONS_PATH)) == 1
