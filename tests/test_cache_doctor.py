@@ -674,3 +674,30 @@ def test_e2e_write_unread(run, server, catalog) -> None:
     found = causes_of(e2e_report(server, catalog))
 
     assert found == {"write_unread": (1, Decimal("0.003"), [written])}
+
+
+def test_by_session_without_the_diagnosis(server: FakeLangfuseAPI) -> None:
+    conversation(server)
+
+    report = report_of(server, cache_misses=False, by="session")
+
+    assert report.source == "observations" and report.cache_misses is None  # sessions need the generations
+    assert {g.key: (g.calls, g.lost_usd) for g in report.grouped()} == {
+        "hits": (2, None),
+        "switch": (2, None),
+        "plain": (2, None),
+    }
+    assert "Per session: cost, savings and lost to cache misses" in render_table(report)
+
+
+def test_the_metrics_path_with_the_diagnosis_reads_the_generations_once(server: FakeLangfuseAPI) -> None:
+    from tests.support.langfuse_api_server import OBSERVATIONS_PATH
+
+    conversation(server)
+
+    report = report_of(server, source="metrics")
+
+    assert report.source == "metrics"  # the rows aggregated by Langfuse
+    assert [m.cause for m in report.cache_misses] == ["provider_switch", "not_enabled", "write_unread"]
+    assert report.disagreements == ()  # checked on the way
+    assert len(server.requests_to(OBSERVATIONS_PATH)) == 1

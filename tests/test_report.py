@@ -24,6 +24,7 @@ from langfuse_openrouter_callbacks import cli, report
 from langfuse_openrouter_callbacks.langfuse_fields import SAVINGS_SCORE_NAME
 from langfuse_openrouter_callbacks.report import (
     ReportError,
+    ReportRow,
     SavingsReport,
     fetch_report,
     render_table,
@@ -806,3 +807,142 @@ def test_cli_unwritable_output(server: FakeLangfuseAPI, env: None, tmp_path, cap
 
     assert code == 1
     assert capsys.readouterr().err.startswith("langfuse-openrouter report: error: No such file or directory")
+
+
+def test_cli_chart_as_jpeg_or_refused(server: FakeLangfuseAPI, env: None, tmp_path, capsys) -> None:
+    jpeg = tmp_path / "savings.jpg"
+    assert cli.main(["report", "--from", "2026-11-01", "--to", "2026-11-28", "--chart", str(jpeg)]) == 0
+    assert jpeg.read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG, not a PNG under another name
+    capsys.readouterr()
+
+    gif = tmp_path / "savings.gif"
+    assert cli.main(["report", "--from", "2026-11-01", "--to", "2026-11-28", "--chart", str(gif)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"langfuse-openrouter report: error: --chart writes .png, .jpg or .jpeg files, not '{gif}'\n"
+    )
+    assert not gif.exists()
+
+
+def test_cli_takes_no_abbreviated_flags(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["report", "--from", "2026-11-01", "--to", "2026-11-02", "--form", "csv"])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --form" in capsys.readouterr().err
+
+
+def test_cli_refused_connection_fails_at_once_in_one_line(monkeypatch, capsys) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", PUBLIC_KEY)
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", SECRET_KEY)
+    monkeypatch.setenv("LANGFUSE_BASE_URL", f"http://127.0.0.1:{port}")
+    connection = report.api_client_from_env()
+
+    code = report.run_report(start=FROM, end=TO, client=connection, max_retries=4, backoff=30.0)
+
+    assert code == 1
+    assert connection.requests == 1  # no retry (and no 30 s back-off)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(
+        f"langfuse-openrouter report: error: Langfuse cannot be reached at http://127.0.0.1:{port}"
+    )
+
+
+def test_cli_by_session_as_csv(server: FakeLangfuseAPI, env: None, capsys) -> None:
+    for session, hour in (("s-a", 13), ("s-a", 14), ("s-b", 15)):
+        generation, score = openrouter_generation(
+            MINI, at(6, hour), pricing=MINI_PRICES, prompt_tokens=2_000, completion_tokens=10,
+            session_id=session, openrouter={"prefix_hashes": ["x"]},
+        )  # fmt: skip
+        server.add(generation, score)
+
+    day = ["--from", "2026-11-06", "--to", "2026-11-06"]
+    code = cli.main(["report", *day, "--by", "session", "--format", "csv", "--table", "by"])
+
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["session"], r["calls"]) for r in rows] == [("s-a", "2"), ("s-b", "1")]
+    assert all(r["lost_usd"] == "0.000000" for r in rows)  # no cause: OpenAI caches without breakpoints
+
+
+def test_every_report_flag_is_in_the_readme() -> None:
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser()
+    cli._add_report_parser(parser.add_subparsers())
+    (report_parser,) = parser._subparsers._group_actions[0].choices.values()
+    flags = {
+        flag for action in report_parser._actions for flag in action.option_strings if flag.startswith("--")
+    }
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The savings report", 1)[1].split("\n## ", 1)[0]
+    assert flags - {"--help"}, flags
+    assert sorted(f for f in flags - {"--help"} if f not in section) == []
+
+
+def test_the_sdk_internal_the_report_reads_its_connection_from(client: Langfuse) -> None:
+    """`LangfuseConnection.of` reads the SDK's generated client wrapper: fail loudly if it changes."""
+    wrapper = client.api._client_wrapper
+    assert wrapper.get_base_url() == client.api._client_wrapper._base_url
+    headers = wrapper.get_headers()
+    assert headers["Authorization"].startswith("Basic ") and headers["X-Langfuse-Public-Key"] == PUBLIC_KEY
+    connection = report.LangfuseConnection.of(client)
+    assert connection.headers["Authorization"] == headers["Authorization"]
+    assert connection.base_url == wrapper.get_base_url().rstrip("/")
+
+
+def _report_of(rows: list[ReportRow], start: date, end: date) -> SavingsReport:
+    return SavingsReport(
+        start=start, end=end, model=None, rows=tuple(rows), disagreements=None, source="metrics"
+    )
+
+
+def _row(day: date, model: str, cost: str, savings: str = "0") -> ReportRow:
+    cost_, savings_ = Decimal(cost), Decimal(savings)
+    return ReportRow(day, model, 1, 10, 0, 0, 1, cost_, cost_ + savings_, savings_)
+
+
+def test_money_columns_add_up_to_the_total_shown() -> None:
+    day = date(2026, 11, 1)
+    rows = [_row(day, f"m/{i}", "0.0000004", "-0.0000004") for i in range(3)]  # 3 x 0.4 micro-dollars
+
+    text = render_table(_report_of(rows, day, day))
+
+    models = [line for line in text.splitlines() if line.startswith("│ m/")][-3:]
+    costs = [Decimal(line.split("│")[8].strip().lstrip("$")) for line in models]
+    total = next(line for line in text.splitlines() if line.startswith("│ Total"))
+    assert sum(costs) == Decimal(total.split("│")[8].strip().lstrip("$")) == Decimal("0.000001")
+    assert sorted(costs) == [0, 0, Decimal("0.000001")]  # the largest remainders get the unit
+    assert " -$0.000001 " in total and "$0.000000 " in total  # savings, no-cache cost
+
+
+def test_sparse_days_are_bars_and_a_full_month_lines() -> None:
+    from langfuse_openrouter_callbacks.report._chart import drawn_as
+
+    start = date(2026, 11, 1)
+    every_day = [_row(start + timedelta(days=i), "m/a", "0.01") for i in range(40)]
+    assert drawn_as(_report_of(every_day, start, start + timedelta(days=39))) == "lines"
+    gaps = every_day[:3] + every_day[20:]
+    assert drawn_as(_report_of(gaps, start, start + timedelta(days=39))) == "bars"
+    assert drawn_as(_report_of(every_day[:5], start, start + timedelta(days=4))) == "bars"  # a short range
+
+
+def test_the_command_imports_neither_the_langfuse_sdk_nor_matplotlib() -> None:
+    """The report's start-up: the SDK's API client cost ~0.7 s to import; the JSON reader needs none of it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from langfuse_openrouter_callbacks import cli;"
+        "import langfuse_openrouter_callbacks.report._command;"
+        "heavy = {'langfuse', 'matplotlib', 'pydantic', 'rich'};"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

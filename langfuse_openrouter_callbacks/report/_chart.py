@@ -40,6 +40,13 @@ def _axis_usd(top: float) -> Callable[[float, Any], str]:
     return label
 
 
+def drawn_as(report: SavingsReport) -> str:
+    """ "bars" when some day of the range has no call or the range is short, else "lines" (a line over
+    empty days would invent a ramp between the days around them)."""
+    days = report.by_day()
+    return "bars" if len(days) < _LINES_FROM or any(d.calls == 0 for d in days) else "lines"
+
+
 def chart_bytes(report: SavingsReport, fmt: str = "png", *, dpi: int = 110) -> bytes:
     """The chart as `fmt` ("png" or "jpeg") bytes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -62,8 +69,7 @@ def chart_bytes(report: SavingsReport, fmt: str = "png", *, dpi: int = 110) -> b
         axes, lost_axes = figure.subplots(1, 2, width_ratios=(2, 1))
     else:
         axes, lost_axes = figure.add_subplot(), None
-    sparse = len(x) < _LINES_FROM or any(d.calls == 0 for d in days)
-    if sparse:  # bars: nothing drawn on the days without calls
+    if drawn_as(report) == "bars":  # bars: nothing drawn on the days without calls
         width = 0.38
         left = [d - timedelta(days=width / 2) for d in x]
         right = [d + timedelta(days=width / 2) for d in x]
@@ -86,7 +92,7 @@ def chart_bytes(report: SavingsReport, fmt: str = "png", *, dpi: int = 110) -> b
     top = max([*cost, *no_cache, 0.0])
     axes.yaxis.set_major_formatter(FuncFormatter(_axis_usd(top)))
     if min([*cost, *no_cache, 0.0]) >= 0:
-        axes.set_ylim(bottom=0, top=top * 1.15 if top > 0 else 1)
+        axes.set_ylim(bottom=0, top=top * 1.3 if top > 0 else 1)  # room for the legend above the bars
     span = (x[-1] - x[0]).days if x else 0
     if span <= 31:  # one point per day: day ticks, never hours
         axes.xaxis.set_major_locator(DayLocator(interval=max(1, span // 8)))
@@ -108,7 +114,7 @@ def chart_bytes(report: SavingsReport, fmt: str = "png", *, dpi: int = 110) -> b
         )
     )
     axes.grid(True, axis="y", alpha=0.3)
-    axes.legend(loc="upper left")
+    axes.legend(loc="upper center", ncols=3, fontsize=9, frameon=False)
     if not totals.calls:
         axes.text(0.5, 0.5, "No OpenRouter generations in this range", transform=axes.transAxes, ha="center")
     if lost_axes is not None:
@@ -131,12 +137,15 @@ def _lost_panel(axes: Any, report: SavingsReport, formatter: Any) -> None:
         return
     bars = axes.barh(names, values, color="#d62728", alpha=0.8)
     top = max([*values, 0.0])
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(4))
     axes.xaxis.set_major_formatter(formatter(_axis_usd(top)))
-    axes.set_xlim(0, top * 1.35 if top > 0 else 1)
+    axes.set_xlim(0, top * 1.75 if top > 0 else 1)  # room for the labels
     for bar, miss in zip(bars, misses[::-1], strict=True):
         label = _plain(f" {_usd(miss.lost_usd)} ({miss.calls:,} calls)")
         axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=9)
-    axes.set_xlabel("USD lost (what the calls cost minus their cost had the cache hit)")
+    axes.set_xlabel("USD lost: cost minus the cost had the cache hit")
     axes.grid(True, axis="x", alpha=0.3)
 
 

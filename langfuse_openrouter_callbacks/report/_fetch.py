@@ -183,7 +183,7 @@ def _fetch(
     if cells is None:
         result = scan(
             connection, start, end, model, tolerance,
-            fields=_SCAN_FIELDS if doctor else "core,model,usage,metadata",
+            fields=_SCAN_FIELDS,
             progress=progress, total=known_calls, doctor=doctor, base_url=connection.base_url,
         )  # fmt: skip
         cells, disagreements, used = result.cells, tuple(result.disagreements), "observations"
@@ -208,6 +208,8 @@ def _fetch(
                     target.disagreements += 1
         else:
             result = None
+    if result is not None:
+        groups = result.group_rows(None)
     if doctor is not None and result is not None:
         misses, undecided = doctor.result()
         groups = result.group_rows(doctor.lost_by)

@@ -237,7 +237,7 @@ def render_table(report: SavingsReport, *, width: int = 200) -> str:
     console.print(models)
 
     group_rows = _group_table(report)
-    if group_rows is not None and report.cache_misses is not None:
+    if group_rows is not None and (report.cache_misses is not None or report.by != "model"):
         title = _DIMENSION_TITLES[report.by]
         groups = table(
             f"Per {title}: cost, savings and lost to cache misses", (title.capitalize(),), _GROUP_COLUMNS
@@ -361,7 +361,7 @@ table { border-collapse: collapse; font-size: .9rem; }
 th, td { padding: .3rem .6rem; border-bottom: 1px solid #ddd; white-space: nowrap; vertical-align: top; }
 th { background: #f3f4f6; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.wrap { white-space: normal; min-width: 18rem; max-width: 32rem; }
+td.wrap { white-space: normal; min-width: 14rem; max-width: 28rem; }
 tr.total td { font-weight: 600; border-top: 2px solid #999; }
 img.chart { max-width: 100%; height: auto; margin-top: 1rem; }
 a { color: #1f5fbf; }
@@ -413,10 +413,10 @@ def to_html(report: SavingsReport, *, chart: bool = True) -> str:
             ([*cells[:4], _example_links(miss) if miss else "", cells[5]], 1, "" if miss else "total")
             for miss, cells in rows
         ]
-        body.append(_html_table(_MISS_COLUMNS, miss_rows, raw={4}, wrap={5}))
+        body.append(_html_table(_MISS_COLUMNS, miss_rows, raw={4}, wrap={4, 5}))
         body.extend(f'<p class="note">{html.escape(line)}</p>' for line in _miss_lines(report))
     group_rows = _group_table(report)
-    if group_rows is not None and report.cache_misses is not None:
+    if group_rows is not None and (report.cache_misses is not None or report.by != "model"):
         title = _DIMENSION_TITLES[report.by]
         body.append(f"<h2>Per {html.escape(title)}: cost, savings and lost to cache misses</h2>")
         rows = [

@@ -171,9 +171,7 @@ def scan(
                 {"column": "model", "operator": "starts with", "value": model, "type": "string"},
             ]
         )
-    result = Scan()
-    if doctor is not None:
-        result.groups = {dimension: {} for dimension, _ in _GROUP_DIMENSIONS}
+    result = Scan(groups={dimension: {} for dimension, _ in _GROUP_DIMENSIONS})
     add = _Adder(result, start, end, matches, tolerance, doctor, base_url)
     cursor: str | None = None
     seen: set[str] = set()
@@ -202,7 +200,9 @@ def scan(
             advance(len(data))
             meta = page.get("meta")
             cursor = meta.get("cursor") if isinstance(meta, Mapping) else None
-            if not cursor or not data:
+            count = len(data)
+            del page, data  # one page in memory at a time: not this one while the next is read
+            if not cursor or not count:
                 break
             if cursor in seen:
                 raise ReportError("Langfuse returned the same page cursor twice; stopping")
@@ -295,8 +295,6 @@ class _Adder:
             if delta is not None and abs(delta) > self.tolerance:
                 cell.disagreements += 1
                 self._disagreement(o, fields, day, name, started, delta)
-        if self.doctor is None:
-            return
         groups = [("model", name), ("day", day.isoformat())]
         for dimension, key in _GROUP_DIMENSIONS:
             value = o.get(key)
@@ -308,6 +306,8 @@ class _Adder:
             group.cost += cost
             group.savings += savings
             groups.append((dimension, value))
+        if self.doctor is None:
+            return
         prompt = uncached + read + write
         self.doctor.add(self._call(o, fields, name, started, prompt, read, write, completion, tuple(groups)))
 
