@@ -158,6 +158,31 @@ def test_malformed_usage_gets_a_clear_warning_and_the_generation_is_still_export
     assert generation.cost_details["total"] == pytest.approx(100 * 0.000003 + 10 * 0.000015)
 
 
+def test_a_reported_cost_far_below_the_computed_one_leaves_no_bucket_negative(
+    fake_openrouter, langfuse_client, otlp_receiver
+) -> None:
+    """OpenRouter reports 2.4e-18 for a call that lists at 4e-6 in four equal buckets: scaled down,
+    each share is below the 1e-18 rounding unit; the residue never makes a bucket negative."""
+    fake_openrouter.set_default(
+        ResponseSpec(
+            model=DATED,
+            provider="Anthropic",
+            usage=Usage(
+                prompt_tokens=3, cached_tokens=1, cache_write_tokens=1, completion_tokens=1, cost=2.4e-18
+            ),
+        )
+    )
+    equal = {"prompt": "0.000001", "completion": "0.000001", "input_cache_read": "0.000001"}
+    catalog = PriceCatalog({REQUESTED: {**equal, "input_cache_write": "0.000001"}}, offline=True)
+    llm = ChatOpenAI(base_url=fake_openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0)
+    llm.invoke("hi", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    langfuse_client.flush()
+    (generation,) = otlp_receiver.generations()
+    assert_sane(generation)
+    assert generation.cost_details["total"] == 2.4e-18
+    assert generation.metadata["openrouter"]["cost_source"] == "openrouter"
+
+
 # ---------------------------------------------------------------------------- Langfuse down
 
 
