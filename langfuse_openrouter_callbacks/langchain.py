@@ -119,6 +119,7 @@ class _RunWatch(weakref.ref):  # type: ignore[type-arg]
 # Runs LangChain dropped without an end event. `SimpleQueue.put` is reentrant: safe in a weakref
 # callback, which may run inside the garbage collector on any thread, holding any lock.
 _dropped: queue.SimpleQueue[_RunWatch] = queue.SimpleQueue()
+_ending = threading.Lock()  # held while a dropped run is ended: a drain waits for the one in progress
 _dropped_worker_lock = threading.Lock()
 _dropped_worker: threading.Thread | None = None
 _logged: set[str] = set()
@@ -137,19 +138,21 @@ def _end_dropped(watch: _RunWatch) -> None:
 
 def end_dropped_runs() -> None:
     """End, on this thread, every run LangChain dropped that the background thread has not ended yet."""
-    while True:
-        try:
-            watch = _dropped.get_nowait()
-        except queue.Empty:
-            return
-        _end_dropped(watch)
+    with _ending:
+        while True:
+            try:
+                watch = _dropped.get_nowait()
+            except queue.Empty:
+                return
+            _end_dropped(watch)
 
 
 def _work_on_dropped_runs() -> None:
     while True:
         watch = _dropped.get()
         try:
-            _end_dropped(watch)
+            with _ending:
+                _end_dropped(watch)
         except Exception:
             log_exception_once(_logged, "dropped", "could not end a cancelled LangChain call's generation")
 
