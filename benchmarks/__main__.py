@@ -24,6 +24,7 @@ BENCHMARKS = {
     "calculator": "2. calculator: compute_cost against genai_prices.calc_price, usage readers",
     "catalog": "3. catalog: lookups in 1,000 models, cold start, import time",
     "scale": "4. scale: 100,000 sequential generations (memory), 1,000 concurrent async chains",
+    "faults_langfuse": "5. Langfuse faults, scores on: user latency ratios and exit times (hang, 401, 413)",
 }
 ROOT = Path(__file__).resolve().parent.parent
 
