@@ -262,3 +262,16 @@ def test_a_stream_that_ends_normally_is_not_an_error(
     langfuse_client.flush()
     (generation,) = otlp_receiver.generations()
     assert level(generation)[0] in (None, "DEFAULT")
+
+
+# ---------------------------------------------------------------------------- what we rely on
+
+
+def test_the_langfuse_internals_the_lifecycle_relies_on_are_there(handler) -> None:
+    """Ending dropped runs and keeping generations out of the caller's context use Langfuse's
+    handler state by these names (langfuse 5): fail loudly when they change."""
+    for name in ("_runs", "_context_tokens", "_run_states", "_root_run_states"):
+        assert isinstance(getattr(handler, name), dict), name
+    assert isinstance(handler._updated_completion_start_time_memo, set)
+    for name in ("_detach_observation", "_clear_root_run_resume_key", "_reset", "_attach_observation"):
+        assert callable(getattr(handler, name)), name

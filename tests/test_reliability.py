@@ -329,6 +329,31 @@ def test_scores_waiting_for_a_hanging_langfuse_are_bounded_and_flush_returns(
     assert "dropped" in warning.getMessage()
 
 
+def test_our_scores_carry_what_langfuses_create_score_sends(
+    openrouter, langfuse_client, otlp_receiver
+) -> None:
+    """Our scores are sent the way Langfuse's client sends them (same endpoint, same fields), from
+    the client attributes read for that (`_tracing_enabled`, `_environment`, `api`): fail loudly
+    when Langfuse changes them."""
+    from langfuse_openrouter_callbacks import _scores
+
+    catalog = PriceCatalog({REQUESTED: SONNET}, offline=True)
+    llm = ChatOpenAI(base_url=openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0)
+    llm.invoke("hi", config={"callbacks": [CallbackHandler(price_catalog=catalog, savings_score=True)]})
+    assert _scores.flush()
+    (ours,) = otlp_receiver.scores()
+    trace_id, observation_id = ours["traceId"], ours["observationId"]
+    langfuse_client.create_score(
+        name="theirs", value=0.5, trace_id=trace_id, observation_id=observation_id, data_type="NUMERIC"
+    )
+    langfuse_client.flush()
+    theirs = next(s for s in otlp_receiver.scores() if s["name"] == "theirs")
+    assert set(ours) == set(theirs), (ours, theirs)
+    for key in set(ours) - {"id", "name", "value", "timestamp"}:
+        assert ours[key] == theirs[key], key
+    assert isinstance(langfuse_client._tracing_enabled, bool)
+
+
 # ---------------------------------------------------------------------------- secrets
 
 
