@@ -158,19 +158,19 @@ def run(quick: bool) -> list[Row]:
         results = {fault: _case(openrouter, fault, "ours", calls) for fault in FAULTS}
         theirs = _case(openrouter, "hang", "langfuse", 30)
     rows.append(
-        Row("faults_langfuse.healthy", "Langfuse healthy: user call (ms)", latency["healthy"].fmt("ms"))
+        Row("5.healthy", "Langfuse healthy: user call (ms)", latency["healthy"].fmt("ms"))
     )
     for fault in FAULTS[1:]:
         rows.append(
             Row(
-                f"faults_langfuse.{fault}",
+                f"5.{fault}",
                 f"Langfuse {fault}: user call, ratio to healthy",
                 latency[fault].fmt("x"),
                 number=latency[fault].median,
             )
         )
     for fault, result in results.items():
-        name = f"faults_langfuse.{fault}"
+        name = f"5.{fault}"
         rows.append(Row(name, f"Langfuse {fault}: handler.flush()", _seconds(result.get("flush_s"))))
         exit_s = result["exit_s"]
         rows.append(
@@ -185,7 +185,7 @@ def run(quick: bool) -> list[Row]:
         )
     rows.append(
         Row(
-            "faults_langfuse.langfuse-own",
+            "5.langfuse-own",
             "Langfuse's create_score, Langfuse hang: exit (30 calls)",
             _seconds(theirs["exit_s"]),
             number=theirs["exit_s"],
