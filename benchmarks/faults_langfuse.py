@@ -157,9 +157,7 @@ def run(quick: bool) -> list[Row]:
         latency = _latency_ratios(openrouter, rounds, block)
         results = {fault: _case(openrouter, fault, "ours", calls) for fault in FAULTS}
         theirs = _case(openrouter, "hang", "langfuse", 30)
-    rows.append(
-        Row("5.healthy", "Langfuse healthy: user call (ms)", latency["healthy"].fmt("ms"))
-    )
+    rows.append(Row("5.healthy", "Langfuse healthy: user call (ms)", latency["healthy"].fmt("ms")))
     for fault in FAULTS[1:]:
         rows.append(
             Row(
