@@ -25,6 +25,7 @@ BENCHMARKS = {
     "catalog": "3. catalog: lookups in 1,000 models, cold start, import time",
     "scale": "4. scale: 100,000 sequential generations (memory), 1,000 concurrent async chains",
     "report_scale": "5. report: 100,000 generations read and diagnosed (time, memory), the start-up",
+    "faults_langfuse": "6. Langfuse faults, scores on: user latency ratios and exit times (hang, 401, 413)",
 }
 ROOT = Path(__file__).resolve().parent.parent
 

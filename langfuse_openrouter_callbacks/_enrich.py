@@ -9,12 +9,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from . import _scores
 from ._langfuse_write import set_attributes, write_generation
 from ._log import log_exception_once, logger
 from ._prompt_fingerprint import PromptFingerprint
 from .catalog import DEFAULT_API_BASE, PriceCatalog
 from .cost import CostBreakdown, compute_cost
-from .generation_stats import GenerationStatsFetcher
+from .generation_stats import GenerationStatsFetcher, watch_langfuse_client
 from .langfuse_fields import (
     METADATA_KEY,
     SAVINGS_SCORE_NAME,
@@ -131,16 +132,21 @@ def has_openrouter_markers(usage: OpenRouterUsage) -> bool:
 def record_savings_score(
     langfuse: Any, enrichment: Enrichment, *, trace_id: str, observation_id: str
 ) -> None:
-    """Record the call's cache savings as a numeric Langfuse score, when they are known."""
+    """Record the call's cache savings as a numeric Langfuse score, when they are known.
+
+    Sent in the background, bounded in memory and time (`_scores`); `langfuse.flush()` waits for
+    it, within that bound.
+    """
     savings = enrichment.breakdown.cache_savings
     if savings is None:
         return
-    langfuse.create_score(
+    watch_langfuse_client(langfuse)
+    _scores.submit(
+        langfuse,
         name=SAVINGS_SCORE_NAME,
         value=float(savings),
         trace_id=trace_id,
         observation_id=observation_id,
-        data_type="NUMERIC",
     )
     logger.debug("recorded %s=%s on %s", SAVINGS_SCORE_NAME, savings, observation_id)
 

@@ -97,11 +97,14 @@ def _usage(usage: OpenRouterUsage | Mapping[str, Any] | Any) -> OpenRouterUsage:
 
 
 def _scaled(buckets: dict[str, Decimal], target: Decimal) -> dict[str, Decimal]:
-    """The buckets scaled to sum exactly to `target`, the rounding residue on the largest one."""
+    """The buckets scaled to sum exactly to `target`, the rounding residue on the largest one.
+
+    Each share is rounded down, so the residue is never negative and no bucket goes below zero.
+    """
     current = sum(buckets.values(), _ZERO)
     if current == 0:
         return {**buckets, "other": buckets.get("other", _ZERO) + target}
-    scaled = {k: (v * target / current).quantize(_QUANTUM) for k, v in buckets.items()}
+    scaled = {k: (v * target / current).quantize(_QUANTUM, decimal.ROUND_DOWN) for k, v in buckets.items()}
     largest = max(scaled, key=scaled.__getitem__)
     scaled[largest] += target - sum(scaled.values(), _ZERO)
     return scaled

@@ -520,25 +520,29 @@ def _exiting() -> bool:
 
 
 def _flush_pending(timeout: float) -> bool:
-    """Wait (at most `timeout`) for every fetcher's pending lookups; at exit, end them instead."""
+    """Wait (at most `timeout`) for every fetcher's pending lookups, at exit end them instead; then
+    for the scores waiting to be sent (bounded: `_scores`). True if lookups were pending."""
+    from . import _scores
+
     fetchers = [f for f in list(_live) if f.pending]
-    if not fetchers:
-        return False
-    if _exiting():
-        for fetcher in fetchers:
-            fetcher.end_pending()
-        return True
+    exiting = _exiting()
     deadline = time.monotonic() + timeout
     for fetcher in fetchers:
-        fetcher.flush(min(fetcher.flush_timeout, max(0.0, deadline - time.monotonic())))
-    return True
+        if exiting:
+            fetcher.end_pending()
+        else:
+            fetcher.flush(min(fetcher.flush_timeout, max(0.0, deadline - time.monotonic())))
+    if _scores.pending():
+        _scores.flush(_scores.EXIT_TIMEOUT if exiting else min(_scores.FLUSH_TIMEOUT, timeout))
+    return bool(fetchers)
 
 
 def _make_processor_class() -> type:
     from opentelemetry.sdk.trace import SpanProcessor
 
     class PendingGenerationStatsProcessor(SpanProcessor):
-        """On `force_flush`, waits for pending `/generation` lookups, then flushes its provider again.
+        """On `force_flush`, waits for pending `/generation` lookups, then flushes its provider again;
+        then waits for the scores being sent (bounded).
 
         Registered after Langfuse's own processor, so Langfuse has exported what had ended; the
         generations our lookups end while we wait are exported by the second flush.
@@ -571,7 +575,7 @@ def _make_processor_class() -> type:
 
 
 def watch_langfuse_client(client: Any) -> bool:
-    """Make `client.flush()` wait for pending lookups; True if the hook is (already) in place.
+    """Make `client.flush()` wait for pending lookups and scores; True if the hook is (already) in place.
 
     Langfuse 5 keeps its TracerProvider at `client._resources.tracer_provider` (private): reached
     defensively; if it is not there, only the handlers' own `flush()` waits.

@@ -9,11 +9,21 @@ Everything Langfuse's handler records is recorded the same way; for calls answer
 generation's `usage_details`, `cost_details` and `metadata["openrouter"]` are ours. With
 `fetch_generation_stats=True` the generation is held open until OpenRouter's `/generation` record of
 the call is fetched in the background, then ends with its true end time (see `generation_stats`).
+
+Every generation started ends, also when LangChain sends no end event: a call cancelled while it
+runs (`asyncio.wait_for`, a cancelled task) ends, once LangChain lets go of the run, with level
+WARNING and a status message saying so. A generation is never made the current OpenTelemetry span
+of the caller's context, so a stream left open cannot become the parent of the next call.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import queue
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +32,7 @@ from uuid import UUID
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
+from opentelemetry import context as otel_context
 
 from ._enrich import (
     Enrichment,
@@ -82,11 +93,90 @@ else:
     )
 
 
+#: The level and status message of a generation whose call was cancelled before it finished.
+CANCELLED_LEVEL = "WARNING"
+CANCELLED_MESSAGE = "cancelled: the call ended before its response was complete"
+#: The level of a generation whose stream OpenRouter ended with an error.
+ERROR_LEVEL = "ERROR"
+_STREAM_ERROR_MESSAGE = "OpenRouter ended the response with an error (finish_reason 'error')"
+
+
 @dataclass(frozen=True, slots=True)
 class _Call:
     requested_model: str | None
     openrouter: bool  # known to be OpenRouter from the model's class or base URL
+    key: UUID  # an equal copy of LangChain's run id: Langfuse's state and ours are keyed by it
+    root: bool  # no parent run
+    watch: _RunWatch  # dies with this entry; its callback fires if LangChain drops the run first
     prompt: PromptFingerprint | None = None  # of the request as LangChain was given it, before any mask
+
+
+class _RunWatch(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to LangChain's own run id object, which lives as long as LangChain's call.
+
+    Langfuse's state and ours hold an equal copy instead, so when LangChain lets go of a run it
+    never ended (a cancelled call), the callback queues the run to be ended.
+    """
+
+    __slots__ = ("dropped_at", "handler", "key")
+
+
+# Runs LangChain dropped without an end event. `SimpleQueue.put` is reentrant: safe in a weakref
+# callback, which may run inside the garbage collector on any thread, holding any lock.
+_dropped: queue.SimpleQueue[_RunWatch] = queue.SimpleQueue()
+_ending = threading.Lock()  # held while a dropped run is ended: a drain waits for the one in progress
+_dropped_worker_lock = threading.Lock()
+_dropped_worker: threading.Thread | None = None
+_logged: set[str] = set()
+
+
+def _on_dropped(watch: _RunWatch) -> None:
+    watch.dropped_at = time.time_ns()
+    _dropped.put(watch)
+
+
+def _end_dropped(watch: _RunWatch) -> None:
+    handler = watch.handler()
+    if handler is not None:
+        handler._end_dropped(watch.key, watch.dropped_at)
+
+
+def end_dropped_runs() -> None:
+    """End, on this thread, every run LangChain dropped that the background thread has not ended yet."""
+    with _ending:
+        while True:
+            try:
+                watch = _dropped.get_nowait()
+            except queue.Empty:
+                return
+            _end_dropped(watch)
+
+
+def _work_on_dropped_runs() -> None:
+    while True:
+        watch = _dropped.get()
+        try:
+            with _ending:
+                _end_dropped(watch)
+        except Exception:
+            log_exception_once(_logged, "dropped", "could not end a cancelled LangChain call's generation")
+
+
+def _start_dropped_worker() -> None:
+    """Once per process: the thread that ends dropped runs, and the exit hook that ends the rest.
+
+    Registered after the Langfuse client was made, the exit hook runs before Langfuse's own
+    shutdown exports what ended (atexit runs last-registered first).
+    """
+    global _dropped_worker
+    with _dropped_worker_lock:
+        if _dropped_worker is not None and _dropped_worker.is_alive():
+            return
+        worker = threading.Thread(target=_work_on_dropped_runs, name="langfuse-openrouter-dropped-runs")
+        worker.daemon = True
+        worker.start()
+        _dropped_worker = worker
+        atexit.register(end_dropped_runs)
 
 
 class CallbackHandler(LangfuseCallbackHandler):
@@ -118,12 +208,15 @@ class CallbackHandler(LangfuseCallbackHandler):
         self.price_catalog.preload()
         self._calls: dict[UUID, _Call] = {}  # by run id; one atomic dict operation per access, no lock
         self._logged: set[str] = set()
+        self._self_ref = weakref.ref(self)
+        _start_dropped_worker()
         self._generation_stats = resolve_fetcher(fetch_generation_stats, generation_stats_fetcher)
         if self._generation_stats is not None:
             watch_langfuse_client(getattr(self, "_langfuse_client", None))
 
     def flush(self) -> None:
         """Wait (bounded) for pending `/generation` lookups, then export everything recorded so far."""
+        end_dropped_runs()
         if self._generation_stats is not None:
             self._generation_stats.flush()
         client = getattr(self, "_langfuse_client", None)
@@ -135,23 +228,35 @@ class CallbackHandler(LangfuseCallbackHandler):
     def on_chat_model_start(
         self, serialized: dict[str, Any], messages: Any, *, run_id: UUID, **kwargs: Any
     ) -> Any:
-        self._remember(run_id, serialized, kwargs, messages)
-        result = super().on_chat_model_start(serialized, messages, run_id=run_id, **kwargs)
-        self._set_trace_attributes(run_id, kwargs)
-        return result
+        key = self._remember(run_id, serialized, kwargs, messages)
+        try:
+            result = super().on_chat_model_start(serialized, messages, run_id=key, **kwargs)
+            self._set_trace_attributes(key, kwargs)
+            return result
+        finally:
+            self._not_current(key)
 
     def on_llm_start(self, serialized: dict[str, Any], prompts: Any, *, run_id: UUID, **kwargs: Any) -> Any:
-        self._remember(run_id, serialized, kwargs, prompts)
-        result = super().on_llm_start(serialized, prompts, run_id=run_id, **kwargs)
-        self._set_trace_attributes(run_id, kwargs)
-        return result
+        key = self._remember(run_id, serialized, kwargs, prompts)
+        try:
+            result = super().on_llm_start(serialized, prompts, run_id=key, **kwargs)
+            self._set_trace_attributes(key, kwargs)
+            return result
+        finally:
+            self._not_current(key)
+
+    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> Any:
+        call = self._calls.get(run_id)  # Langfuse keeps the run id it is given: ours, not LangChain's
+        return super().on_llm_new_token(token, run_id=run_id if call is None else call.key, **kwargs)
 
     def on_llm_end(
         self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> Any:
         call = self._calls.pop(run_id, None)
         enrichment = None
+        failed = False
         try:
+            failed = _ended_with_error(response)
             enrichment = self._enrichment(response, call)
             if enrichment is None:
                 self._keep_usage_sane(run_id)
@@ -163,7 +268,12 @@ class CallbackHandler(LangfuseCallbackHandler):
             )
         requested_model = call.requested_model if call else None
         if enrichment is not None and _MIRRORS_LANGFUSE_ON_LLM_END:
-            return self._end_enriched(response, run_id, parent_run_id, enrichment, requested_model, kwargs)
+            status = {"level": ERROR_LEVEL, "status_message": _STREAM_ERROR_MESSAGE} if failed else None
+            return self._end_enriched(
+                response, run_id, parent_run_id, enrichment, requested_model, kwargs, status
+            )
+        if failed:
+            self._mark(run_id, ERROR_LEVEL, _STREAM_ERROR_MESSAGE)
         if enrichment is not None:
             self._hand_to_final_update(run_id, enrichment, requested_model)
         result = super().on_llm_end(response, run_id=run_id, parent_run_id=parent_run_id, **kwargs)
@@ -172,10 +282,73 @@ class CallbackHandler(LangfuseCallbackHandler):
         return result
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
-        self._calls.pop(run_id, None)
+        call = self._calls.pop(run_id, None)
+        if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+            self._record_cancelled(run_id, call, kwargs.get("response"))
         return super().on_llm_error(error, run_id=run_id, **kwargs)
 
+    # ------------------------------------------------------------------ runs LangChain does not end
+
+    def _not_current(self, key: UUID) -> None:
+        """Undo, at once, Langfuse's making the generation the current span of the caller's context.
+
+        An LLM run has no child runs to nest; left current until its end event, an unfinished
+        stream would be the parent of every call made meanwhile, and two streams would reset the
+        context out of order. LangChain's async calls already run this handler in a copied context.
+        """
+        token = self._context_tokens.pop(key, None)
+        if token is not None:
+            otel_context.detach(token)  # right after its attach, in the same context: in order
+
+    def _record_cancelled(self, run_id: UUID, call: _Call | None, response: Any) -> None:
+        """Langfuse's `on_llm_error` records the generation as failed; a cancelled call says so
+        instead, with its usage and cost if they arrived before the cancellation (a stream's)."""
+        try:
+            enrichment = None
+            if isinstance(response, LLMResult) and response.generations and response.generations[0]:
+                partial = LLMResult(generations=[response.generations[0]], llm_output=response.llm_output)
+                enrichment = self._enrichment(partial, call)
+            generation = self._runs.get(run_id)
+            if generation is None:
+                return
+
+            def adjust(fields: dict[str, Any]) -> None:
+                fields["level"], fields["status_message"] = CANCELLED_LEVEL, CANCELLED_MESSAGE
+                if enrichment is not None:
+                    fields["usage_details"] = enrichment.usage_details
+                    fields["cost_details"] = enrichment.cost_details or None
+                    fields["metadata"] = {**(fields.get("metadata") or {}), **enrichment.metadata}
+
+            _adjust_final_update(generation, adjust)
+        except Exception:
+            log_exception_once(self._logged, "cancelled", "could not record a cancelled call's usage")
+
+    def _end_dropped(self, key: UUID, at: int | None) -> None:
+        """End a run LangChain let go of without an end event, as cancelled, and forget it."""
+        call = self._calls.pop(key, None)
+        if call is None:
+            return
+        try:
+            generation = self._detach_observation(key)
+            self._updated_completion_start_time_memo.discard(key)
+            if call.root:
+                self._clear_root_run_resume_key(key)
+                self._reset(key)
+            if generation is not None:
+                generation.update(level=CANCELLED_LEVEL, status_message=CANCELLED_MESSAGE)
+                generation.end(end_time=at)
+        except Exception:
+            log_exception_once(self._logged, "dropped", "could not end a cancelled call's generation")
+
     # ------------------------------------------------------------------ internals
+
+    def _mark(self, run_id: UUID, level: str, status_message: str) -> None:
+        """Give the generation's final `update()` this level and status message."""
+        generation = self._runs.get(run_id)
+        if generation is not None:
+            _adjust_final_update(
+                generation, lambda fields: fields.update(level=level, status_message=status_message)
+            )
 
     def _keep_usage_sane(self, run_id: UUID) -> None:
         """Langfuse keeps any int-valued usage key, bools, negatives and absurd sizes included (beyond
@@ -237,9 +410,11 @@ class CallbackHandler(LangfuseCallbackHandler):
                 self._logged, "trace-attributes", "could not set a trace's user and session ids"
             )
 
-    def _remember(self, run_id: UUID, serialized: Any, kwargs: Mapping[str, Any], prompt: Any) -> None:
-        """What the call's end needs from its start: the model asked for, whether it is OpenRouter's,
-        and the fingerprint of the prompt (`messages` of a chat model, `prompts` of an LLM)."""
+    def _remember(self, run_id: UUID, serialized: Any, kwargs: Mapping[str, Any], prompt: Any) -> UUID:
+        """Note what the call's end needs from its start (the model asked for, whether it is OpenRouter's,
+        the fingerprint of the prompt: `messages` of a chat model, `prompts` of an LLM), and watch
+        LangChain's run id; returns the key Langfuse's state is kept by."""
+        model, openrouter, params = None, False, {}
         try:
             params = kwargs.get("invocation_params") or {}
             constructor = serialized.get("kwargs") or {} if isinstance(serialized, Mapping) else {}
@@ -249,13 +424,22 @@ class CallbackHandler(LangfuseCallbackHandler):
             openrouter = openrouter or any(is_openrouter_url(constructor.get(k)) for k in _BASE_URL_KEYS)
         except Exception:
             log_exception_once(self._logged, "on_start", "could not read a LangChain model's configuration")
-            return
         fingerprinted = None
         try:
             fingerprinted = _prompt_fingerprint(prompt, params)
         except Exception:
             log_exception_once(self._logged, "fingerprint", "could not fingerprint a LangChain prompt")
-        self._calls[run_id] = _Call(model if isinstance(model, str) else None, openrouter, fingerprinted)
+        try:
+            key = UUID(int=run_id.int)
+            watch = _RunWatch(run_id, _on_dropped)
+        except (AttributeError, TypeError):  # not a UUID: nothing to watch
+            return run_id
+        watch.handler, watch.key, watch.dropped_at = self._self_ref, key, None
+        root = kwargs.get("parent_run_id") is None
+        self._calls[key] = _Call(
+            model if isinstance(model, str) else None, openrouter, key, root, watch, fingerprinted
+        )
+        return key
 
     def _enrichment(self, response: LLMResult, call: _Call | None) -> Enrichment | None:
         generations = response.generations
@@ -282,8 +466,11 @@ class CallbackHandler(LangfuseCallbackHandler):
         enrichment: Enrichment,
         requested_model: str | None,
         kwargs: Mapping[str, Any],
+        status: Mapping[str, str] | None = None,
     ) -> None:
         """Langfuse's `on_llm_end`, step for step, with our usage in place of its own reading of it.
+
+        `status`: the `level` and `status_message` of a response that ended with an error.
 
         The same output, input and model are recorded as Langfuse's `update()` records them, with our
         usage, cost and metadata in the same write (`update_and_record`); the same run state is cleared.
@@ -301,6 +488,8 @@ class CallbackHandler(LangfuseCallbackHandler):
             generation = self._detach_observation(run_id)
             if generation is not None:
                 fields = {"output": output, "input": kwargs.get("inputs"), "model": _parse_model(response)}
+                if status:
+                    fields.update(status)
                 update_and_record(generation, enrichment, fields)
                 self._end(generation, enrichment, requested_model)
         except Exception:
@@ -407,6 +596,17 @@ def _neutral(message: Any) -> Any:
     elif isinstance(message, ToolMessage):
         neutral["tool_call_id"] = message.tool_call_id
     return neutral
+
+
+def _ended_with_error(response: LLMResult) -> bool:
+    """Whether OpenRouter ended the response with `finish_reason: "error"` (a mid-stream error, which
+    langchain-openrouter passes on as a normal end)."""
+    last = _last_generation(response)
+    if last is None:
+        return False
+    info = getattr(last, "generation_info", None) or {}
+    metadata = getattr(getattr(last, "message", None), "response_metadata", None) or {}
+    return info.get("finish_reason") == "error" or metadata.get("finish_reason") == "error"
 
 
 def _last_generation(response: LLMResult) -> Any:

@@ -7,15 +7,17 @@ so every bucket here is exclusive and `total` is always given.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
+from ._log import Problems
 from ._prompt_fingerprint import PromptFingerprint
 from .cost import BUCKETS, CostBreakdown
-from .usage import OpenRouterUsage
+from .usage import MAX_TOKENS, OpenRouterUsage
 
 __all__ = ["METADATA_KEY", "generation_attributes", "otel_attributes", "to_langfuse"]
 
@@ -49,14 +51,17 @@ _TRACE_SESSION_ID = "session.id"
 def _json_encoder() -> Callable[[Any], str]:
     """Compact JSON of our own values (str, int, float, bool, None, lists, dicts), as fast as it gets.
 
-    The C encoder the standard library uses inside `json.dumps`, made once; the public encoder where
-    that is unavailable or behaves differently.
+    Strict JSON: NaN and infinities raise `ValueError` instead of being written. The C encoder the
+    standard library uses inside `json.dumps`, made once; the public encoder where that is
+    unavailable or behaves differently.
     """
-    public = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+    public = json.JSONEncoder(
+        separators=(",", ":"), ensure_ascii=False, check_circular=False, allow_nan=False
+    )
     try:
         from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 
-        fast = c_make_encoder(None, public.default, encode_basestring, None, ":", ",", False, False, True)
+        fast = c_make_encoder(None, public.default, encode_basestring, None, ":", ",", False, False, False)
 
         def encode(value: Any) -> str:
             return "".join(fast(value, 0))
@@ -193,22 +198,91 @@ GENERATION_RECORD_FIELDS = (
 )
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+# What a `/generation` record's fields may hold; anything else is dropped with a warning.
+_MAX_USD = 1_000_000  # as for usage: no single call costs more
+_MAX_MS = 10**10  # a latency beyond ~4 months is not a latency
+_RECORD_MONEY = ("total_cost", "cache_discount")  # cache_discount is signed (cache writes: negative)
+_RECORD_MS = ("generation_time", "latency")
+_RECORD_COUNTS = (
+    "native_tokens_prompt",
+    "native_tokens_completion",
+    "native_tokens_cached",
+    "native_tokens_reasoning",
+)
+# Any number nested in `provider_responses` (statuses, latencies): finite, and no larger than this.
+_MAX_NESTED = 10**15
+_MAX_DEPTH = 4
+
+
+def _finite(value: Any) -> float | int | None:
+    """A real number (not a bool) as an int or finite float, else None."""
+    if type(value) is int:
+        return value
+    if isinstance(value, (float, Decimal)) and not isinstance(value, bool):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _record_value(key: str, value: Any, problems: Problems) -> Any:
+    """A record field's value if it is what that field holds; None (and a problem noted) if not."""
+    if value is None:
+        return None
+    if key in _RECORD_MONEY or key in _RECORD_MS:
+        number = _finite(value)
+        limit = _MAX_USD if key in _RECORD_MONEY else _MAX_MS
+        signed = key == "cache_discount"
+        if number is None or abs(number) > limit or (number < 0 and not signed):
+            problems.add("not a plausible number, dropped", f"{key}={value!r:.40}")
+            return None
+        return number
+    if key in _RECORD_COUNTS:
+        if type(value) is int and 0 <= value <= MAX_TOKENS:
+            return value
+        problems.add("not a token count, dropped", f"{key}={value!r:.40}")
+        return None
+    if key == "is_byok":
+        if isinstance(value, bool):
+            return value
+        problems.add("not true or false, dropped", f"{key}={value!r:.40}")
+        return None
+    if key == "provider_name":
+        if isinstance(value, str):
+            return value
+        problems.add("not a name, dropped", f"{key}={value!r:.40}")
+        return None
+    return _json_value(value, key, problems, _MAX_DEPTH)  # provider_responses
+
+
+def _json_value(value: Any, name: str, problems: Problems, depth: int) -> Any:
+    """`value` with only strict-JSON values kept: strings, bools, None, finite bounded numbers."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    number = _finite(value)
+    if number is not None and abs(number) <= _MAX_NESTED:
+        return number
+    if depth > 0 and isinstance(value, Mapping):
+        return {str(k): _json_value(v, f"{name}.{k}", problems, depth - 1) for k, v in value.items()}
+    if depth > 0 and isinstance(value, (list, tuple)):
+        return [_json_value(v, f"{name}[{i}]", problems, depth - 1) for i, v in enumerate(value)]
+    problems.add("not a plausible value, dropped", f"{name}={value!r:.40}")
+    return None
 
 
 def generation_record_metadata(record: Mapping[str, Any]) -> dict[str, Any]:
     """`metadata["openrouter"]` additions from a `/generation` record (its `data`): its own fields.
 
-    Absent fields are left out; `Decimal` amounts become floats here, at the Langfuse edge.
+    Absent fields are left out. Every value is checked as usage is: amounts and latencies must be
+    finite, in range and of their sign, counts non-negative integers, flags booleans; anything
+    else is written as null, with one warning per kind of problem. `Decimal` amounts become floats
+    here, at the Langfuse edge.
     """
-    return {key: _json_safe(record[key]) for key in GENERATION_RECORD_FIELDS if key in record}
+    problems = Problems("OpenRouter /generation record")
+    fields = GENERATION_RECORD_FIELDS
+    said = {key: _record_value(key, record[key], problems) for key in fields if key in record}
+    if problems:
+        problems.report()
+    return said
 
 
 def to_langfuse(

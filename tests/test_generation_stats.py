@@ -581,3 +581,52 @@ def test_at_exit_pending_generations_end_with_what_they_have(
     assert generation.cost_details["total"] == pytest.approx(AT_ENDPOINT_PRICES)
     assert generation.end_time_unix_nano <= returned_at
     assert len(lookups(openrouter)) == 1
+
+
+# ---------------------------------------------------------------------------- invalid numbers in a record
+
+
+def test_invalid_numbers_in_a_record_never_reach_langfuse(
+    openrouter, catalog, make_fetcher, langfuse_client, otlp_receiver, caplog
+) -> None:
+    """NaN/Infinity latencies (the fake serves them as Python's json does), a negative total, a flag
+    for a count, strings and 1e300: each is written as null with a warning; the metadata stays JSON."""
+    serve_record(
+        openrouter,
+        latency=float("nan"),
+        generation_time=float("inf"),
+        total_cost=-0.5,
+        cache_discount="lots",
+        native_tokens_prompt=True,
+        native_tokens_completion=1e300,
+        is_byok="no",
+        provider_responses=[{"status": 200, "latency": float("-inf"), "cost": 1e300, "provider_name": "A"}],
+    )
+    handler = CallbackHandler(price_catalog=catalog, generation_stats_fetcher=make_fetcher())
+    with caplog.at_level(logging.WARNING, logger="langfuse_openrouter_callbacks"):
+        chat_openai(openrouter).invoke("hello", config={"callbacks": [handler]})
+        (generation,) = exported(handler.flush, otlp_receiver)
+
+    def not_json(constant: str) -> Any:
+        raise AssertionError(f"{constant} in the exported metadata")
+
+    raw = generation.attributes["langfuse.observation.metadata.openrouter"]
+    meta = json.loads(raw, parse_constant=not_json)  # strict JSON
+    for key in (
+        "latency",
+        "generation_time",
+        "total_cost",
+        "cache_discount",
+        "native_tokens_prompt",
+        "native_tokens_completion",
+        "is_byok",
+    ):
+        assert meta[key] is None, key
+    assert meta["provider_responses"] == [
+        {"status": 200, "latency": None, "cost": None, "provider_name": "A"}
+    ]
+    # no trustworthy total in the record: the response's numbers stand
+    assert generation.cost_details["total"] == pytest.approx(AT_ENDPOINT_PRICES)
+    assert generation.usage_details == EXPECTED_USAGE
+    warned = " ".join(r.getMessage() for r in warnings_of(caplog))
+    assert "latency=nan" in warned and "total_cost=" in warned and "native_tokens_prompt=True" in warned

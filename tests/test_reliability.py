@@ -158,6 +158,31 @@ def test_malformed_usage_gets_a_clear_warning_and_the_generation_is_still_export
     assert generation.cost_details["total"] == pytest.approx(100 * 0.000003 + 10 * 0.000015)
 
 
+def test_a_reported_cost_far_below_the_computed_one_leaves_no_bucket_negative(
+    fake_openrouter, langfuse_client, otlp_receiver
+) -> None:
+    """OpenRouter reports 2.4e-18 for a call that lists at 4e-6 in four equal buckets: scaled down,
+    each share is below the 1e-18 rounding unit; the residue never makes a bucket negative."""
+    fake_openrouter.set_default(
+        ResponseSpec(
+            model=DATED,
+            provider="Anthropic",
+            usage=Usage(
+                prompt_tokens=3, cached_tokens=1, cache_write_tokens=1, completion_tokens=1, cost=2.4e-18
+            ),
+        )
+    )
+    equal = {"prompt": "0.000001", "completion": "0.000001", "input_cache_read": "0.000001"}
+    catalog = PriceCatalog({REQUESTED: {**equal, "input_cache_write": "0.000001"}}, offline=True)
+    llm = ChatOpenAI(base_url=fake_openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0)
+    llm.invoke("hi", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    langfuse_client.flush()
+    (generation,) = otlp_receiver.generations()
+    assert_sane(generation)
+    assert generation.cost_details["total"] == 2.4e-18
+    assert generation.metadata["openrouter"]["cost_source"] == "openrouter"
+
+
 # ---------------------------------------------------------------------------- Langfuse down
 
 
@@ -205,6 +230,128 @@ def test_langfuse_unreachable_never_breaks_the_chain_or_the_query(fake_openroute
     finally:
         _unregister("pk-lf-unreachable")
         provider.shutdown()
+
+
+# ---------------------------------------------------------------------------- Langfuse faults with scores on
+
+SCORES_PATH = "/api/public/scores"
+SCORED_PROGRAM = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+from langchain_openai import ChatOpenAI
+from langfuse import Langfuse
+from langfuse_openrouter_callbacks import PriceCatalog
+from langfuse_openrouter_callbacks.langchain import CallbackHandler
+from tests.scenario import REQUESTED, SONNET
+
+Langfuse(timeout=600)  # a patient client: each score request may take up to 10 minutes
+handler = CallbackHandler(price_catalog=PriceCatalog({REQUESTED: SONNET}, offline=True), savings_score=True)
+llm = ChatOpenAI(base_url=sys.argv[1], api_key="sk-or-test", model=REQUESTED, max_retries=0)
+for _ in range(int(sys.argv[2])):
+    llm.invoke("hi", config={"callbacks": [handler]})
+handler.flush()
+print("flushed", flush=True)
+"""
+
+
+def _our_warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(LOGGER + " WARNING")]
+
+
+@pytest.mark.parametrize("fault", ["hang", 401, 413])
+def test_with_scores_on_a_faulty_langfuse_never_keeps_the_program_from_exiting(
+    openrouter, fault: Any, tmp_path: Path
+) -> None:
+    """Langfuse's own score queue waits for every score at flush and at exit, retried: with the
+    scores endpoint hanging the program never exits. Ours are bounded: the program flushes and
+    exits while Langfuse still holds the request, with one warning for the scores dropped."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.otlp_receiver import OTLPReceiver
+
+    with OTLPReceiver() as langfuse:
+        if fault == "hang":
+            langfuse.hang(SCORES_PATH)
+        else:
+            langfuse.set_json_route("POST", SCORES_PATH, fault, {"message": "rejected"})
+        env = {
+            **os.environ,
+            "LANGFUSE_PUBLIC_KEY": "pk-lf-scores",
+            "LANGFUSE_SECRET_KEY": "sk-lf-scores",
+            "LANGFUSE_BASE_URL": langfuse.base_url,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        }
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", SCORED_PROGRAM, openrouter.base_url, "10"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=240,  # far beyond the bounded wait: only a program that cannot exit reaches it
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("the program did not exit")
+        held_at_exit = langfuse.held
+        sent = [r for r in langfuse.other_requests if r.path == SCORES_PATH]
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "flushed" in done.stdout
+    assert len(langfuse.generations()) == 10  # the generations themselves are exported
+    (warning,) = _our_warnings(done.stderr)
+    assert "dropped" in warning and "score" in warning
+    assert sent  # the scores were offered to Langfuse
+    if fault == "hang":
+        assert held_at_exit >= 1  # it exited while Langfuse still held a request open
+
+
+def test_scores_waiting_for_a_hanging_langfuse_are_bounded_and_flush_returns(
+    openrouter, langfuse_client, otlp_receiver, monkeypatch, caplog
+) -> None:
+    from langfuse_openrouter_callbacks import _scores
+
+    monkeypatch.setattr(_scores, "MAX_PENDING", 20)
+    monkeypatch.setattr(_scores, "FLUSH_TIMEOUT", 0.5)
+    monkeypatch.setattr(_scores, "_warned", False)
+    otlp_receiver.hang(SCORES_PATH)
+    handler = CallbackHandler(
+        price_catalog=PriceCatalog({REQUESTED: SONNET}, offline=True), savings_score=True
+    )
+    llm = ChatOpenAI(base_url=openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for _ in range(60):
+            llm.invoke("hi", config={"callbacks": [handler]})
+            assert _scores.pending() <= 20
+        handler.flush()
+    assert _scores.pending() <= 1  # at most the request Langfuse is holding
+    assert len(otlp_receiver.generations()) == 60
+    (warning,) = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
+    assert "dropped" in warning.getMessage()
+
+
+def test_our_scores_carry_what_langfuses_create_score_sends(
+    openrouter, langfuse_client, otlp_receiver
+) -> None:
+    """Our scores are sent the way Langfuse's client sends them (same endpoint, same fields), from
+    the client attributes read for that (`_tracing_enabled`, `_environment`, `api`): fail loudly
+    when Langfuse changes them."""
+    from langfuse_openrouter_callbacks import _scores
+
+    catalog = PriceCatalog({REQUESTED: SONNET}, offline=True)
+    llm = ChatOpenAI(base_url=openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0)
+    llm.invoke("hi", config={"callbacks": [CallbackHandler(price_catalog=catalog, savings_score=True)]})
+    assert _scores.flush()
+    (ours,) = otlp_receiver.scores()
+    trace_id, observation_id = ours["traceId"], ours["observationId"]
+    langfuse_client.create_score(
+        name="theirs", value=0.5, trace_id=trace_id, observation_id=observation_id, data_type="NUMERIC"
+    )
+    langfuse_client.flush()
+    theirs = next(s for s in otlp_receiver.scores() if s["name"] == "theirs")
+    assert set(ours) == set(theirs), (ours, theirs)
+    for key in set(ours) - {"id", "name", "value", "timestamp"}:
+        assert ours[key] == theirs[key], key
+    assert isinstance(langfuse_client._tracing_enabled, bool)
 
 
 # ---------------------------------------------------------------------------- secrets

@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -273,6 +274,9 @@ class OTLPReceiver(BackgroundHTTPServer[_OTLPHandler]):
         self._json_routes: dict[tuple[str, str], tuple[int, Any]] = {
             ("GET", "/api/public/projects"): (200, {"data": [{"id": "test-project", "name": "test"}]}),
         }
+        self._hung_paths: set[str] = set()
+        self._release = threading.Event()
+        self._held = 0
 
     def start(self) -> OTLPReceiver:
         """Start serving; returns ``self``."""
@@ -312,9 +316,30 @@ class OTLPReceiver(BackgroundHTTPServer[_OTLPHandler]):
             self._failure = _FailureMode(status, times, body, dict(headers or {}))
 
     def heal(self) -> None:
-        """Leave failure mode."""
+        """Leave failure mode, and answer the requests held by :meth:`hang`."""
         with self._lock:
             self._failure = None
+            self._hung_paths.clear()
+            self._release.set()
+
+    def hang(self, path: str) -> None:
+        """Accept requests to ``path`` (e.g. ``/api/public/scores``) and never answer them: the
+        connection stays open until :meth:`heal`, :meth:`reset` or :meth:`stop` (then a 503)."""
+        with self._lock:
+            if not self._hung_paths:
+                self._release = threading.Event()
+            self._hung_paths.add(path)
+
+    @property
+    def held(self) -> int:
+        """Requests being held open by :meth:`hang` right now."""
+        with self._lock:
+            return self._held
+
+    def stop(self) -> None:
+        """Release held requests, then stop serving."""
+        self.heal()
+        super().stop()
 
     @property
     def failing(self) -> bool:
@@ -384,10 +409,10 @@ class OTLPReceiver(BackgroundHTTPServer[_OTLPHandler]):
             self._changed.notify_all()
 
     def reset(self) -> None:
-        """:meth:`clear` plus leave failure mode and drop the response delay."""
+        """:meth:`clear` plus leave failure mode (answering held requests) and drop the response delay."""
         with self._lock:
             self.clear()
-            self._failure = None
+            self.heal()
             self._response_delay = 0.0
 
     def wait_for(
@@ -428,6 +453,19 @@ class OTLPReceiver(BackgroundHTTPServer[_OTLPHandler]):
                         self._failure = None
                 self._rejected += 1
             self._changed.notify_all()
+        with self._lock:
+            release = self._release if request.path in self._hung_paths else None
+            if release is not None:
+                self._held += 1
+        if release is not None:
+            try:
+                release.wait(600)
+            finally:
+                with self._lock:
+                    self._held -= 1
+            with contextlib.suppress(OSError):  # the client gave up long ago
+                handler.send_json(503, {"message": "fake hang released"})
+            return
         if self._response_delay:
             time.sleep(self._response_delay)
         if request.path != TRACES_PATH:
