@@ -628,15 +628,53 @@ class Fault:
     ``status`` sends an OpenRouter error body with that status; ``invalid_json`` sends a
     complete but unparseable ``application/json`` body; ``truncate`` declares the full
     Content-Length, sends half the body and closes the connection; ``delay`` sleeps first;
-    ``headers`` are added to the response (e.g. ``{"Retry-After": "1"}`` with ``status=429``).
+    ``headers`` are added to the response (e.g. ``{"Retry-After": "1"}`` with ``status=429``);
+    ``trickle`` sends the body one byte every that many seconds (a server that stalls without ever
+    timing out a read); ``size`` pads a ``/models`` list with priced filler models to at least that
+    many bytes (a price list too big to parse without stalling the client).
     """
 
     status: int | None = None
     delay: float = 0.0
     invalid_json: bool = False
     truncate: bool = False
+    trickle: float = 0.0
+    size: int = 0
     times: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+
+_FILLER_PRICING = {"prompt": "0.000001", "completion": "0.000002"}
+
+
+def _padded(payload: Any, size: int) -> bytes:
+    """``payload`` (a ``/models`` answer) with filler models appended until it is ``size`` bytes."""
+    entries = list(payload.get("data") or [])
+    head = json.dumps({"data": entries})[:-2]
+    filler = []
+    length = len(head)
+    i = 0
+    while length < size:
+        entry = json.dumps(model_entry(f"filler/model-{i}", _FILLER_PRICING))
+        filler.append(entry)
+        length += len(entry) + 2
+        i += 1
+    joined = ", ".join(filler)
+    separator = ", " if entries and filler else ""
+    return (head + separator + joined + "]}").encode()
+
+
+def _trickle(handler: Any, status: int, body: bytes, interval: float) -> None:
+    """Send ``body`` one byte at a time, ``interval`` seconds apart, until done or the client leaves."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.flush()
+    for i in range(len(body)):
+        time.sleep(interval)
+        handler.wfile.write(body[i : i + 1])
+        handler.wfile.flush()
 
 
 # --------------------------------------------------------------------------------------------
@@ -887,8 +925,10 @@ class FakeOpenRouter(BackgroundHTTPServer[_OpenRouterHandler]):
             status = fault.status
             if status >= 400:
                 payload = {"error": {"code": status, "message": "Injected fault"}}
-        body = json.dumps(payload).encode()
-        if fault.invalid_json:
+        body = _padded(payload, fault.size) if fault.size else json.dumps(payload).encode()
+        if fault.trickle:
+            _trickle(handler, status, body, fault.trickle)
+        elif fault.invalid_json:
             handler.send_bytes(status, b'{"data": {"id": "broken", ', "application/json", fault.headers)
         elif fault.truncate:
             handler.send_bytes(
