@@ -286,3 +286,30 @@ def test_cache_file_is_plain_json_of_what_was_served(server, tmp_path) -> None:
     body = json.loads(cache_file.read_text())
     assert {e["id"] for e in body["data"]} >= {SONNET_ID}
     assert body["format"] == 1 and isinstance(body["fetched_at"], float)
+
+
+def test_remembered_answers_are_forgotten_least_recently_used_first_never_all_at_once(
+    server, tmp_path
+) -> None:
+    server.set_models(
+        [
+            model_entry(f"vendor/model-{i}", MODEL_PRICING, canonical_slug=f"vendor/model-{i}-0101")
+            for i in range(6_000)
+        ]
+    )
+    catalog = _catalog(server, tmp_path)
+    assert catalog.refresh()
+    ids = [f"vendor/model-{i}" for i in range(6_000)]
+    keys = ids + [i + "-0101" for i in ids] + [i + ":thinking" for i in ids]
+    for n, key in enumerate(keys):  # 18,000 distinct ids
+        assert catalog.pricing_for(key) is not None
+        if n % 1_000 == 0:
+            assert catalog.pricing_for(keys[0]) is not None  # one id in constant use
+        if n == 10_000:
+            assert catalog.pricing_for("nobody/unknown-model") is None  # a miss is remembered too
+    remembered = catalog._answers
+    assert 10_000 < len(remembered) <= 16_384
+    assert (keys[0], None, None) in remembered  # in use: kept
+    assert (keys[1], None, None) not in remembered  # the least recently used: forgotten
+    assert ("nobody/unknown-model", None, None) in remembered
+    assert all((key, None, None) in remembered for key in keys[-10_000:])

@@ -196,14 +196,14 @@ def test_a_huge_model_list_is_abandoned_without_stalling_the_users_calls(
     def call() -> None:
         llm.invoke("hello", config={"callbacks": [handler]})
 
-    baseline = _user_calls(call, lambda: True, 20)
-    openrouter.set_fault("models", Fault(size=3 * MAX_MODELS_BYTES))
+    openrouter.set_fault("models", Fault(size=65_000_000))  # OpenRouter's is about 1 MB
+    baseline = _user_calls(call, lambda: True, 30)
     catalog = PriceCatalog(api_base=openrouter.base_url, cache_dir=tmp_path, timeout=30)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         catalog.preload()
-        during = _user_calls(call, lambda: catalog.wait_until_idle(0), 20)
-    ratio = statistics.mean(during) / statistics.mean(baseline)
-    assert ratio < 3, f"the user's calls took {ratio:.1f}x as long while the price list came in"
+        during = _user_calls(call, lambda: catalog.wait_until_idle(0), 30)
+    ratio = max(during) / max(baseline)  # the slowest call: parsing such a list holds the GIL for seconds
+    assert ratio < 10, f"the user's slowest call took {ratio:.1f}x the slowest without the fault"
     (warning,) = warnings_of(caplog)
     assert "model list" in warning and "bytes accepted" in warning
     assert catalog.pricing_for(REQUESTED).source == "genai-prices"  # the offline prices stand
@@ -248,10 +248,11 @@ def _cache_folder(server: FakeOpenRouter, root: Path) -> Path:
 
 
 def _first_call_seconds(server: FakeOpenRouter, catalog: PriceCatalog) -> float:
-    handler = CallbackHandler(price_catalog=catalog)
+    """A program's first lookup (the core API, no preload) and its first LLM call with the handler."""
     llm = chat_openai(server)
     started = time.perf_counter()
-    llm.invoke("hello", config={"callbacks": [handler]})
+    catalog.pricing_for(DATED)
+    llm.invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
     return time.perf_counter() - started
 
 

@@ -24,6 +24,7 @@ recordings. Replay (:meth:`FakeOpenRouter.replay`) serves the recorded bytes the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -647,21 +648,23 @@ class Fault:
 _FILLER_PRICING = {"prompt": "0.000001", "completion": "0.000002"}
 
 
+@functools.lru_cache(maxsize=2)
+def _filler(size: int) -> bytes:
+    """Priced filler models, JSON-encoded and comma-separated, ``size`` bytes or a little more."""
+    entries: list[str] = []
+    length = 0
+    while length < size:
+        entry = json.dumps(model_entry(f"filler/model-{len(entries)}", _FILLER_PRICING))
+        entries.append(entry)
+        length += len(entry) + 2
+    return ", ".join(entries).encode()
+
+
 def _padded(payload: Any, size: int) -> bytes:
     """``payload`` (a ``/models`` answer) with filler models appended until it is ``size`` bytes."""
     entries = list(payload.get("data") or [])
-    head = json.dumps({"data": entries})[:-2]
-    filler = []
-    length = len(head)
-    i = 0
-    while length < size:
-        entry = json.dumps(model_entry(f"filler/model-{i}", _FILLER_PRICING))
-        filler.append(entry)
-        length += len(entry) + 2
-        i += 1
-    joined = ", ".join(filler)
-    separator = ", " if entries and filler else ""
-    return (head + separator + joined + "]}").encode()
+    head = json.dumps({"data": entries})[:-2].encode()
+    return head + (b", " if entries else b"") + _filler(size) + b"]}"
 
 
 def _trickle(handler: Any, status: int, body: bytes, interval: float) -> None:
@@ -793,6 +796,8 @@ class FakeOpenRouter(BackgroundHTTPServer[_OpenRouterHandler]):
 
     def set_fault(self, target: FaultTarget, fault: Fault | None) -> None:
         """Inject (or clear with ``None``) a fault on ``models``, ``endpoints`` or ``generation``."""
+        if fault is not None and fault.size:
+            _filler(fault.size)  # made now, not while the client under test is timed
         with self._lock:
             if fault is None:
                 self._faults.pop(target, None)
