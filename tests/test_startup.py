@@ -14,15 +14,19 @@ import textwrap
 from tests.scenario import CACHED_CALL, DATED, REQUESTED
 from tests.support.openrouter_server import FakeOpenRouter, ResponseSpec
 
-# Records which thread imports each genai-prices module (a finder that only looks, then steps aside).
+# Records which thread imports each genai-prices and httpx2 module (a finder that only looks, then
+# steps aside), and makes httpx2's submodules slow to find off the main thread, as on a slow disk:
+# while they load, a half-imported httpx2 sits in sys.modules for a third of a second.
 IMPORT_WATCH = """
-import sys, threading
+import sys, threading, time
 imported_on = {}
 
 class Watch:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("genai_prices", "httpx2"):
             imported_on.setdefault(name, threading.current_thread().name)
+            if name.startswith("httpx2.") and threading.current_thread() is not threading.main_thread():
+                time.sleep(0.3)
         return None
 
 sys.meta_path.insert(0, Watch())
@@ -48,24 +52,23 @@ def test_loading_genai_prices_behind_the_program_never_breaks_its_openai_calls(
     # The openai SDK reads sys.modules["httpx2"] each time it builds a request; genai-prices' package
     # imports httpx2, so a background thread importing it exposed a half-imported module to the
     # program's calls ("partially initialized module 'httpx2' has no attribute 'Client'"). The data
-    # must load behind the program without that: here the program calls OpenRouter in a loop, with
-    # thread switches as frequent as they go, for as long as the data loads, three times over.
+    # must load behind the program without that: here the program calls OpenRouter in a loop for as
+    # long as the data loads, three times over.
     fake_openrouter.set_default(ResponseSpec(model=DATED, provider="Anthropic", usage=CACHED_CALL))
     code = f"""
-        import json, sys
-        sys.setswitchinterval(1e-6)
+        import json
         import openai
         from langfuse_openrouter_callbacks import PriceCatalog
 
         client = openai.OpenAI(api_key="sk-or-test", base_url={fake_openrouter.base_url!r}, max_retries=0)
+        messages = [{{"role": "user", "content": "hi"}}]
+        client.chat.completions.create(model={REQUESTED!r}, messages=messages)  # its own imports done
         catalog = PriceCatalog(offline=True)
         catalog.preload()
         errors, calls = [], 0
         while not catalog.wait_until_idle(0) or calls == 0:
             try:
-                client.chat.completions.create(
-                    model={REQUESTED!r}, messages=[{{"role": "user", "content": "hi"}}]
-                )
+                client.chat.completions.create(model={REQUESTED!r}, messages=messages)
             except Exception as exc:
                 errors.append(repr(exc))
                 break
