@@ -24,6 +24,8 @@ BENCHMARKS = {
     "calculator": "2. calculator: compute_cost against genai_prices.calc_price, usage readers",
     "catalog": "3. catalog: lookups in 1,000 models, cold start, import time",
     "scale": "4. scale: 100,000 sequential generations (memory), 1,000 concurrent async chains",
+    "startup": "5. startup: handler construction and first call against Langfuse's, lookups at 10,000 ids",
+    "faults_catalog": "6. price-list faults: the user's latency while /models or the disk cache misbehaves",
 }
 ROOT = Path(__file__).resolve().parent.parent
 

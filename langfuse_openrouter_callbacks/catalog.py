@@ -353,6 +353,7 @@ class PriceCatalog:
         self._queue.put(task)
 
     def _work(self) -> None:
+        time.sleep(0.001)  # let the thread that started this one (waiting in start()) take the GIL first
         while True:
             try:
                 task = self._queue.get(timeout=30)
