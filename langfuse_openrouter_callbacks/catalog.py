@@ -166,9 +166,14 @@ class PriceCatalog:
             requested = None
         key = (model, requested, provider)
         now = time.time()
-        known = self._answers.recall(key)
-        if known is not None and known[1] > now:
-            return known[0]  # the usual case: the same models and provider as an earlier call
+        answers = self._answers
+        known = answers.get(key)
+        if known is not None and known[1] > now:  # the usual case: the same models and provider as before
+            try:  # noqa: SIM105 (the hot path: suppress() costs a context manager per call)
+                answers.move_to_end(key)  # recently used: forgotten last
+            except KeyError:  # forgotten meanwhile by another thread
+                pass
+            return known[0]
         version = self._version
         if not model or not isinstance(model, str):
             if requested is None:
