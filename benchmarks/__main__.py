@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description="Benchmarks of langfuse-openrouter-callbacks."
     )
-    parser.add_argument("--quick", action="store_true", help="smaller runs; all four in under a minute")
+    parser.add_argument("--quick", action="store_true", help="smaller runs; all six in a few minutes")
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument(
         "--profile", action="store_true", help="handlers: also show where the time goes (cProfile + steps)"
