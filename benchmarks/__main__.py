@@ -26,6 +26,8 @@ BENCHMARKS = {
     "scale": "4. scale: 100,000 sequential generations (memory), 1,000 concurrent async chains",
     "report_scale": "5. report: 100,000 generations read and diagnosed (time, memory), the start-up",
     "faults_langfuse": "6. Langfuse faults, scores on: user latency ratios and exit times (hang, 401, 413)",
+    "startup": "7. startup: handler construction and first call against Langfuse's, lookups at 10,000 ids",
+    "faults_catalog": "8. price-list faults: the user's latency while /models or the disk cache misbehaves",
 }
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description="Benchmarks of langfuse-openrouter-callbacks."
     )
-    parser.add_argument("--quick", action="store_true", help="smaller runs; each in under a minute")
+    parser.add_argument("--quick", action="store_true", help="smaller runs; all eight in a few minutes")
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument(
         "--profile", action="store_true", help="handlers: also show where the time goes (cProfile + steps)"

@@ -2,9 +2,11 @@
 
 The catalog reads a synthetic 1,000-model `/models` list from its disk cache (written in the catalog's
 own format, fresh, so nothing is fetched): lookups by id, by dated `canonical_slug`, with a `:thinking`
-suffix, by the two ids a handler passes (dated + requested), with a serving provider (endpoint prices);
-each cycles over all 1,000 models so no single key stays hot. Cold start: a new `PriceCatalog` and its
-first lookup (reads and parses the disk cache). Import time: `python -X importtime` in fresh processes.
+suffix, by the two ids a handler passes (the dated one that answered + the one requested), with a
+serving provider (endpoint prices); each cycles over all 1,000 models so no single key stays hot.
+Cold start: a new `PriceCatalog` until its prices are in (the disk cache is read and parsed on the
+catalog's thread; the caller's part is in benchmark 5). Import time: `python -X importtime` in fresh
+processes.
 
     python -m benchmarks.catalog [--quick]
 """
@@ -23,7 +25,6 @@ from ._fixtures import DATED, MODEL, SONNET_PRICING, endpoint_entries, synthetic
 
 NAME = "3. catalog"
 TARGET_LOOKUP_US = 2.0
-TARGET_COLD_MS = 50.0
 API_BASE = "http://127.0.0.1:9/api/v1"  # never contacted: the disk cache is fresh
 PACKAGE = "langfuse_openrouter_callbacks"
 
@@ -89,10 +90,10 @@ def import_time(runs: int) -> tuple[Stats, Stats, list[str], list[tuple[str, int
 
 
 def fresh_process_fallback_ms(runs: int) -> Stats:
-    """First offline (genai-prices) lookup in a fresh process: loading genai-prices' data (ms)."""
+    """Loading genai-prices' data in a fresh process, on the catalog's thread, until a lookup has it (ms)."""
     code = (
         "import time; from langfuse_openrouter_callbacks import PriceCatalog; "
-        "c = PriceCatalog(offline=True); t = time.perf_counter(); "
+        "c = PriceCatalog(offline=True); t = time.perf_counter(); c.preload(); c.wait_until_idle(); "
         f"assert c.pricing_for('{MODEL}') is not None; print((time.perf_counter() - t) * 1000)"
     )
     figures = []
@@ -112,34 +113,49 @@ def run(quick: bool) -> list[Row]:
     size_kb = (folder / "models.json").stat().st_size / 1024
 
     catalog = PriceCatalog(api_base=API_BASE, cache_dir=cache_dir)
+    catalog.preload()
+    assert catalog.wait_until_idle(60)
     ids = [m["id"] for m in models]
     slugs = [m["canonical_slug"] for m in models]
     suffixed = [i + ":thinking" if not i.endswith(":free") else i for i in ids]
-    pairs = [[slug, model_id] for slug, model_id in zip(slugs, ids, strict=True)]
+    pairs = list(zip(slugs, ids, strict=True))
     unknown = [f"nobody/unknown-{i}" for i in range(1000)]
     assert all(catalog.pricing_for(k) is not None for k in ids + slugs + suffixed)
+    catalog.pricing_for(DATED, provider="Anthropic")
+    assert catalog.wait_until_idle(60)  # its endpoints, from the disk cache
     assert catalog.pricing_for(DATED, provider="Anthropic").source == "endpoint:Anthropic"
     for key in unknown:  # remembered misses: the offline fallback is asked once per id
         catalog.pricing_for(key)
 
     overrides = PriceCatalog({MODEL: SONNET_PRICING}, api_base=API_BASE, cache_dir=cache_dir)
-    overrides.pricing_for(MODEL)
     unremembered = PriceCatalog(api_base=API_BASE, cache_dir=cache_dir)
+    for loaded in (overrides, unremembered):
+        loaded.preload()
+        assert loaded.wait_until_idle(60)
+    overrides.pricing_for(MODEL)
     unremembered.pricing_for(DATED, provider="Anthropic")
+    assert unremembered.wait_until_idle(60)
 
     def first_lookup(key: Any) -> Any:
         """`pricing_for` walking its lookup levels: the answers it remembers are dropped first."""
         unremembered._answers.clear()
         return unremembered.pricing_for(key)
 
+    def first_pair(pair: Any) -> Any:
+        unremembered._answers.clear()
+        return unremembered.pricing_for(pair[0], requested=pair[1])
+
+    def pair(key: Any) -> Any:
+        return catalog.pricing_for(key[0], requested=key[1])
+
     times = interleaved(
         {
             "id": cycle_us(catalog.pricing_for, ids, repeat),
             "first id": cycle_us(first_lookup, ids, repeat),
-            "first pair": cycle_us(first_lookup, pairs, repeat),
+            "first pair": cycle_us(first_pair, pairs, repeat),
             "slug": cycle_us(catalog.pricing_for, slugs, repeat),
             "suffix": cycle_us(catalog.pricing_for, suffixed, repeat),
-            "pair": cycle_us(catalog.pricing_for, pairs, repeat),
+            "pair": cycle_us(pair, pairs, repeat),
             "provider": cycle_us(lambda k: catalog.pricing_for(k, provider="Anthropic"), [DATED, MODEL], 500),
             "miss": cycle_us(catalog.pricing_for, unknown, repeat),
             "override id": cycle_us(overrides.pricing_for, [MODEL], 500),
@@ -151,8 +167,10 @@ def run(quick: bool) -> list[Row]:
     def cold() -> float:
         t0 = time.perf_counter_ns()
         fresh = PriceCatalog(api_base=API_BASE, cache_dir=cache_dir)
-        found = fresh.pricing_for(DATED)
+        fresh.preload()
+        fresh.wait_until_idle(60)
         elapsed = (time.perf_counter_ns() - t0) / 1e6
+        found = fresh.pricing_for(DATED)
         assert found is not None and found.source == "models"
         return elapsed
 
@@ -178,25 +196,23 @@ def run(quick: bool) -> list[Row]:
     rows = [
         lookup_row("pricing_for(id), the answer remembered (every call after the first)", "id"),
         lookup_row("pricing_for(id), the first time (answers dropped before each lookup)", "first id"),
-        lookup_row("pricing_for([dated, requested]), the first time", "first pair", target=False),
+        lookup_row("pricing_for(dated, requested=id), the first time", "first pair", target=False),
         lookup_row("pricing_for(dated canonical_slug)", "slug"),
         lookup_row("pricing_for(id:thinking)", "suffix"),
-        lookup_row("pricing_for([dated, requested]) as the handlers ask", "pair", target=False),
+        lookup_row("pricing_for(dated, requested=id) as the handlers ask", "pair", target=False),
         lookup_row("pricing_for(model, provider=...) (endpoint prices)", "provider", target=False),
         lookup_row("pricing_for(unknown id) (remembered miss)", "miss", target=False),
         lookup_row("with user overrides: pricing_for(overridden id)", "override id"),
         lookup_row("with user overrides: pricing_for(other id)", "override other"),
         Row(
             NAME,
-            f"cold start: new PriceCatalog + first lookup ({size_kb:.0f} kB cache)",
+            f"cold start: a new PriceCatalog until its prices are in ({size_kb:.0f} kB cache)",
             cold_ms.fmt("ms"),
-            f"<= {TARGET_COLD_MS:g} ms",
-            cold_ms.median <= TARGET_COLD_MS,
-            cold_ms.median,
+            number=cold_ms.median,
         ),
         Row(
             NAME,
-            "first offline (genai-prices) lookup in a fresh process",
+            "genai-prices' data loaded in a fresh process (on the catalog's thread)",
             fallback.fmt("ms", 1),
             number=fallback.median,
         ),

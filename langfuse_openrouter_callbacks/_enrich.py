@@ -75,9 +75,10 @@ def enrich(
     at: datetime | None = None,
     prompt: PromptFingerprint | None = None,
 ) -> Enrichment:
-    """Price `usage` (by the model the response names, then the one requested); `prompt`: the
-    request's fingerprint (`fingerprint(messages, tools)`), recorded with it."""
-    pricing = catalog.pricing_for((usage.model, requested_model), provider=usage.provider)
+    """Price `usage` at the model the response names (the requested one stands in only for the same
+    model under another name: see `PriceCatalog.pricing_for`); `prompt`: the request's fingerprint
+    (`fingerprint(messages, tools)`), recorded with it."""
+    pricing = catalog.pricing_for(usage.model, provider=usage.provider, requested=requested_model)
     return Enrichment(usage, compute_cost(usage, pricing, at=at), prompt=prompt)
 
 
@@ -193,8 +194,7 @@ def enrich_with_record(
         model=response.model or recorded.model,
         generation_id=response.generation_id or recorded.generation_id,
     )
-    models = [m for m in (billed.model, requested_model) if m]
-    pricing = _pricing(catalog, models, billed.provider, price_wait) if models else None
+    pricing = _pricing(catalog, billed.model, requested_model, billed.provider, price_wait)
     breakdown = compute_cost(billed, pricing, at=at)
     said = replace(
         billed,
@@ -207,10 +207,11 @@ def enrich_with_record(
 
 
 def _pricing(
-    catalog: PriceCatalog, models: list[str], provider: str | None, wait: float
+    catalog: PriceCatalog, model: str | None, requested: str | None, provider: str | None, wait: float
 ) -> ModelPricing | None:
-    """The serving endpoint's prices, waiting (at most `wait` s) for the catalog to fetch them."""
-    pricing = catalog.pricing_for(models, provider=provider)
+    """The answering model's serving-endpoint prices, waiting (at most `wait` s; this runs on the
+    fetcher's threads, never the caller's) for the catalog to fetch them."""
+    pricing = catalog.pricing_for(model, provider=provider, requested=requested)
     if not provider or wait <= 0 or catalog.offline:
         return pricing
     deadline = time.monotonic() + wait
@@ -222,7 +223,7 @@ def _pricing(
         if remaining <= 0:
             break
         catalog.wait_until_idle(remaining)
-        pricing = catalog.pricing_for(models, provider=provider)
+        pricing = catalog.pricing_for(model, provider=provider, requested=requested)
     return pricing
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
+import sys
 import threading
+import types
+from collections.abc import Callable
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -31,39 +34,82 @@ _FIELDS: dict[str, tuple[str, int]] = {
 _lock = threading.Lock()
 _provider: Any = None
 _unavailable = False
+_importing = threading.local()  # set on the thread importing the data, while it does
 
 
-def import_data() -> None:
-    """Import genai-prices on the calling thread.
+def ready() -> bool:
+    """Whether `load()` has run (the data is in memory, or known to be unavailable). Never blocks."""
+    return _provider is not None or _unavailable
 
-    Never let a background thread be the first to import it: it imports `httpx2`, and the openai SDK
-    reads `sys.modules["httpx2"]` when it builds a client, so a half-imported module there breaks the
-    user's next LLM call ("partially initialized module 'httpx2'").
+
+def load() -> None:
+    """Load genai-prices' OpenRouter data (a background thread's job: tens to hundreds of ms).
+
+    It is imported without running `genai_prices/__init__.py` (see `_data_snapshot`), so no thread
+    but the program's own ever imports httpx2, which the openai SDK reads half-imported otherwise.
     """
-    with contextlib.suppress(Exception):  # an unusable package is reported when the data is first used
-        import genai_prices.data_snapshot  # noqa: F401
+    global _provider, _unavailable
+    if ready():
+        return
+    with _lock:
+        if ready():
+            return
+        try:
+            snapshot = _data_snapshot().get_snapshot()
+            _provider = next(p for p in snapshot.providers if p.id == "openrouter")
+        except Exception as exc:
+            _unavailable = True
+            logger.warning("genai-prices' OpenRouter data is unavailable (%s): no offline prices", exc)
+
+
+def _data_snapshot() -> Any:
+    """`genai_prices.data_snapshot`, imported without importing `genai_prices.update_prices` and httpx2.
+
+    `genai_prices/__init__.py` imports httpx2, and the openai SDK reads `sys.modules["httpx2"]` each
+    time it builds a request: imported on a background thread, a half-imported httpx2 breaks the
+    program's LLM calls ("partially initialized module 'httpx2' has no attribute 'Client'"). So unless
+    the program imported genai-prices itself, the package module is made from its spec with its
+    `__init__` deferred: the submodules we need (`types`, `data_snapshot`, `data`) import as usual, and
+    the first access to any other name (`genai_prices.calc_price`, a later `from genai_prices import
+    ...` by the program) runs the real `__init__` on that thread, as a plain import would have.
+    """
+    if "genai_prices" not in sys.modules:
+        spec = importlib.util.find_spec("genai_prices")
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "get_code"):
+            raise ImportError("genai-prices is not installed")
+        package = importlib.util.module_from_spec(spec)
+        package.__dict__["__getattr__"] = _deferred_init(package, spec.loader)
+        sys.modules.setdefault("genai_prices", package)  # one already there (imported meanwhile) wins
+    _importing.active = True  # the import system's own `hasattr(package, submodule)` must not run it
+    try:
+        return importlib.import_module("genai_prices.data_snapshot")
+    finally:
+        _importing.active = False
+
+
+def _deferred_init(package: types.ModuleType, loader: Any) -> Callable[[str], Any]:
+    init_lock = threading.RLock()
+
+    def __getattr__(name: str) -> Any:
+        if getattr(_importing, "active", False):
+            raise AttributeError(name)  # a submodule not imported yet: the import system imports it
+        with init_lock:
+            if package.__dict__.get("__getattr__") is __getattr__:
+                del package.__dict__["__getattr__"]
+                exec(loader.get_code(package.__name__), package.__dict__)  # the package's own __init__
+        return object.__getattribute__(package, name)
+
+    return __getattr__
 
 
 def _openrouter_provider() -> Any:
-    global _provider, _unavailable
-    if _provider is None and not _unavailable:
-        with _lock:
-            if _provider is None and not _unavailable:
-                try:
-                    from genai_prices import data_snapshot
-
-                    snapshot = data_snapshot.get_snapshot()
-                    _provider = next(p for p in snapshot.providers if p.id == "openrouter")
-                except Exception as exc:
-                    _unavailable = True
-                    logger.warning(
-                        "genai-prices' OpenRouter data is unavailable (%s): no offline prices", exc
-                    )
+    """The OpenRouter provider's data once `load()` has run, else None (never loads, never blocks)."""
     return _provider
 
 
 def canonical_id(model: str) -> str | None:
-    """genai-prices' id for `model`, which also matches OpenRouter's dated ids; None if unknown."""
+    """genai-prices' id for `model`, which also matches OpenRouter's dated ids; None if unknown or
+    not loaded yet."""
     provider = _openrouter_provider()
     if provider is None:
         return None
@@ -72,7 +118,8 @@ def canonical_id(model: str) -> str | None:
 
 
 def pricing_for(model: str, at: datetime | None = None) -> ModelPricing | None:
-    """`model`'s genai-prices OpenRouter prices in force at `at` (default now), or None."""
+    """`model`'s genai-prices OpenRouter prices in force at `at` (default now), or None (also when
+    not loaded yet)."""
     provider = _openrouter_provider()
     if provider is None:
         return None

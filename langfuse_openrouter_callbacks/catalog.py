@@ -1,21 +1,29 @@
 """`PriceCatalog`: OpenRouter prices by model and serving endpoint, never fetched on the hot path.
 
+A call is priced at the model that answered it; the id it was asked for stands in only when it is the
+same model under another name (a dated `canonical_slug`, a variant suffix such as `:thinking`).
 Lookup order in `pricing_for`: the user's overrides; the serving endpoint's prices (when the provider
 is known); the model-level price from `/models`; genai-prices' OpenRouter data (offline); else None.
-`/models` is fetched at most once per TTL and each model's `/endpoints` once, both in a background
-thread and kept on disk (atomic writes), so a lookup only ever reads memory.
+Everything that takes time runs on one background thread: reading the disk copy, loading genai-prices'
+data, fetching `/models` (at most once per TTL) and each model's `/endpoints` (once), bounded in size
+and in total time. A lookup only ever reads memory, and until the prices arrive it answers with what
+is there (None when nothing is: the call is then marked unpriced, or carries OpenRouter's own cost).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
 import queue
+import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,8 +38,12 @@ __all__ = ["DEFAULT_API_BASE", "PriceCatalog"]
 DEFAULT_API_BASE = "https://openrouter.ai/api/v1"
 _CACHE_FORMAT = 1
 _RETRY_AFTER_FAILURE = 300.0  # seconds before a failed fetch is tried again
-_MAX_REMEMBERED_MISSES = 4096
+_MEMO_SIZE = 16_384  # answers (and offline lookups) remembered, least recently used forgotten first
 _FOREVER = float("inf")
+# The most a `/models` answer or its disk copy may hold: OpenRouter's is about 1 MB; parsing JSON holds
+# the GIL, so a larger one would stall the program's threads. An endpoint list is a few kB.
+MAX_MODELS_BYTES = 8 * 1024 * 1024
+MAX_ENDPOINTS_BYTES = 1024 * 1024
 
 
 def _default_cache_dir() -> Path:
@@ -40,8 +52,29 @@ def _default_cache_dir() -> Path:
 
 
 def _without_suffix(model: str) -> str:
-    """`anthropic/claude-3.7-sonnet:thinking` -> `anthropic/claude-3.7-sonnet`."""
-    return model.split(":", 1)[0]
+    """`anthropic/claude-3.7-sonnet:thinking` -> `anthropic/claude-3.7-sonnet`; a `:free` id is its own
+    model (priced 0, unlike the paid one), so it keeps its suffix."""
+    return model if model.endswith(":free") else model.split(":", 1)[0]
+
+
+class _Memo(OrderedDict):  # type: ignore[type-arg]
+    """A bounded map that forgets its least recently used entries first (never all at once)."""
+
+    def remember(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > _MEMO_SIZE:
+            try:
+                self.popitem(last=False)
+            except KeyError:  # emptied meanwhile by another thread
+                break
+
+    def recall(self, key: Any, default: Any = None) -> Any:
+        value = self.get(key, default)
+        if value is not default:
+            with contextlib.suppress(KeyError):  # forgotten meanwhile by another thread
+                self.move_to_end(key)
+        return value
 
 
 def _provider_key(name: str) -> str:
@@ -60,7 +93,7 @@ class PriceCatalog:
     - `cache_dir`: where fetched prices are kept (default `$XDG_CACHE_HOME/langfuse-openrouter-callbacks`).
     - `ttl`: how long `/models` is trusted before a background refresh (default 24 h).
     - `offline`: never touch the network or the disk cache: overrides and genai-prices' data only.
-    - `timeout`: seconds for one API request (default 5).
+    - `timeout`: seconds a fetch may take in all (default 5; a single read may overrun it once).
 
     No API key is needed or sent: OpenRouter's model and endpoint lists are public.
     """
@@ -88,19 +121,18 @@ class PriceCatalog:
         self._cache_dir = cache_root / hashlib.sha256(self.api_base.encode()).hexdigest()[:16]
 
         self._lock = threading.Lock()
-        self._loaded_from_disk = False
+        self._loaded = False  # the disk copy was read (or there is none to read) and the offline data loaded
         self._models: dict[str, ModelPricing] = {}
         self._aliases: dict[str, str] = {}  # canonical_slug (dated id) -> id
         self._models_fetched_at: float | None = None
         self._endpoints: dict[str, dict[str, ModelPricing]] = {}  # model id -> provider key -> pricing
-        self._endpoints_read_from_disk: set[str] = set()
-        self._fallback: dict[str, ModelPricing | None] = {}
-        self._genai_aliases: dict[str, str | None] = {}
+        self._fallback = _Memo()  # model -> genai-prices' prices or None
+        self._genai_aliases = _Memo()  # model -> genai-prices' id or None
         self._failed_at: dict[str, float] = {}
         self._warned: set[str] = set()
-        # pricing_for's answers: (model(s), provider, offline) -> (prices, valid until (time.time()));
+        # pricing_for's answers: (model, requested, provider) -> (prices, valid until (time.time()));
         # dropped whenever prices are installed (`_version` counts the installs).
-        self._answers: dict[tuple[Any, str | None, bool], tuple[ModelPricing | None, float]] = {}
+        self._answers = _Memo()
         self._version = 0
 
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -121,52 +153,60 @@ class PriceCatalog:
             return _shared
 
     def pricing_for(
-        self, model: str | Iterable[str] | None, provider: str | None = None
+        self, model: str | None, provider: str | None = None, *, requested: str | None = None
     ) -> ModelPricing | None:
-        """Prices for a call to `model` served by `provider`, from memory only.
+        """Prices for a call answered by `model`, served by `provider`, from memory only (never waits).
 
-        `model` may be several ids for the same call (the one requested and the dated one the
-        response names): each level of the lookup tries them all before the next level.
+        `requested`: the id the call asked for. It stands in for `model` only when it is the same model
+        under another name (a dated id, a variant suffix); a call routed to another model is priced as
+        that model, or None (unpriced), never at the requested one's price. With no `model` (a response
+        that names none), `requested` is the model.
         """
-        key = (
-            model if type(model) is tuple or isinstance(model, str) else tuple(model or ()),
-            provider,
-            self.offline,
-        )
+        if requested == model or not requested or not isinstance(requested, str):
+            requested = None
+        key = (model, requested, provider)
         now = time.time()
-        known = self._answers.get(key)
-        if known is not None and known[1] > now:
-            return known[0]  # the usual case: the same model and provider as an earlier call
+        answers = self._answers
+        known = answers.get(key)
+        if known is not None and known[1] > now:  # the usual case: the same models and provider as before
+            try:  # noqa: SIM105 (the hot path: suppress() costs a context manager per call)
+                answers.move_to_end(key)  # recently used: forgotten last
+            except KeyError:  # forgotten meanwhile by another thread
+                pass
+            return known[0]
         version = self._version
-        if isinstance(model, str):
-            candidates = [model] if model else []
-        else:
-            candidates = [m for m in (model or ()) if isinstance(m, str) and m]
-        if not candidates:
-            return None
-        found, valid_until = self._lookup(candidates, provider, now)
+        if not model or not isinstance(model, str):
+            if requested is None:
+                return None
+            model, requested = requested, None
+        found, valid_until = self._lookup(model, requested, provider, now)
         if valid_until > now:
             with self._lock:
                 if self._version == version:  # nothing was installed meanwhile: the answer is current
-                    if len(self._answers) >= _MAX_REMEMBERED_MISSES:
-                        self._answers = {}
-                    self._answers[key] = (found, valid_until)
+                    self._answers.remember(key, (found, valid_until))
         return found
 
     def _lookup(
-        self, candidates: list[str], provider: str | None, now: float
+        self, model: str, requested: str | None, provider: str | None, now: float
     ) -> tuple[ModelPricing | None, float]:
         """The prices for `pricing_for`, and until when (`time.time()`) the answer stands unless prices
-        are installed meanwhile: 0 while the lookup still waits for prices (fetches queued, or failed)."""
+        are installed meanwhile: 0 while the lookup still waits for prices (loading, fetches queued or
+        failed)."""
+        valid_until = _FOREVER
+        if not self._loaded:
+            self._schedule(("load", ""))
+            valid_until = 0.0
+        candidates = [model]
+        if requested is not None and self._same_model(model, requested):
+            candidates.append(requested)
         if self._overrides:
             for m in candidates:
                 found = self._override_for(m)
                 if found is not None:
-                    return found, _FOREVER
-        valid_until = _FOREVER
+                    return found, valid_until
         if not self.offline:
-            self._load_from_disk_once()
-            valid_until = self._models_valid_until(now)
+            if self._loaded:
+                valid_until = self._models_valid_until(now)
             ids = []
             for m in candidates:
                 model_id = self._resolve(m)
@@ -191,13 +231,10 @@ class PriceCatalog:
         return None, valid_until
 
     def preload(self) -> None:
-        """Load the disk copy and the offline data, and refresh if stale, on the background thread.
-
-        The handlers call this when they are created, so the first call does not pay for it. The
-        offline data's modules are imported here, on the caller's thread (see `_genai_prices.import_data`).
-        """
-        _genai_prices.import_data()
-        self._schedule(("preload", ""))
+        """Start loading prices on the background thread: the disk copy first, then the offline data,
+        then a refresh if the copy is stale. Returns at once; the handlers call it when created."""
+        if not self._loaded:
+            self._schedule(("load", ""))
 
     def refresh(self) -> bool:
         """Fetch `/models` and the endpoints already known now, on this thread. True if `/models` loaded.
@@ -206,7 +243,7 @@ class PriceCatalog:
         """
         if self.offline:
             return False
-        self._load_from_disk_once()
+        self._load()
         ok = self._run_task(("models", ""))
         with self._lock:
             known = list(self._endpoints)
@@ -215,7 +252,7 @@ class PriceCatalog:
         return ok
 
     def wait_until_idle(self, timeout: float | None = None) -> bool:
-        """Wait for background fetches to finish; True if none is left. For tests and short scripts."""
+        """Wait for background work to finish; True if none is left. For tests and short scripts."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
             while self._busy or self._queued:
@@ -227,29 +264,39 @@ class PriceCatalog:
 
     # ------------------------------------------------------------------ lookup levels
 
+    def _same_model(self, answered: str, requested: str) -> bool:
+        """Whether `requested` names the model that answered: the same `/models` id (through
+        `canonical_slug` and variant suffixes), or, for ids `/models` does not list, genai-prices' id."""
+        if _without_suffix(answered) == _without_suffix(requested):
+            return True
+        a, r = self._resolve(answered), self._resolve(requested)
+        if a is not None and r is not None:
+            return a == r
+        a = a or self._genai_alias(_without_suffix(answered))
+        r = r or self._genai_alias(_without_suffix(requested))
+        return a is not None and a == r
+
     def _override_for(self, model: str) -> ModelPricing | None:
         overrides = self._overrides
-        if not overrides:
-            return None
-        for key in (model, _without_suffix(model), self._aliases.get(model)):
+        base = _without_suffix(model)
+        for key in (model, base, self._aliases.get(model), self._aliases.get(base)):
             if key is not None and key in overrides:
                 return overrides[key]
-        alias = self._genai_alias(model)  # the offline alias last: the only lookup that is not a dict hit
+        alias = self._genai_alias(base)  # the offline alias last: the only lookup that is not a dict hit
         return overrides.get(alias) if alias is not None else None
 
     def _genai_alias(self, model: str) -> str | None:
         """genai-prices' id for `model` (which knows dated ids offline), remembered per model."""
-        try:
-            return self._genai_aliases[model]
-        except KeyError:
-            pass
+        alias = self._genai_aliases.recall(model, _MISSING)
+        if alias is not _MISSING:
+            return alias
+        if not _genai_prices.ready():
+            return None  # not loaded yet: asked again once it is
         try:
             alias = _genai_prices.canonical_id(model)
         except Exception:
             alias = None
-        if len(self._genai_aliases) >= _MAX_REMEMBERED_MISSES:
-            self._genai_aliases.clear()  # bounded, like the fallback prices
-        self._genai_aliases[model] = alias
+        self._genai_aliases.remember(model, alias)
         return alias
 
     def _resolve(self, model: str) -> str | None:
@@ -267,25 +314,22 @@ class PriceCatalog:
     def _endpoint_pricing(self, model_id: str, provider: str) -> ModelPricing | None:
         endpoints = self._endpoints.get(model_id)
         if endpoints is None:
-            if model_id not in self._endpoints_read_from_disk:
-                self._endpoints_read_from_disk.add(model_id)
-                self._load_endpoints_from_disk(model_id)
-            endpoints = self._endpoints.get(model_id)
-            if endpoints is None:
-                self._schedule(("endpoints", model_id))
-                return None
+            self._schedule(("endpoints", model_id))  # the disk copy, else OpenRouter
+            return None
         return endpoints.get(_provider_key(provider))
 
     def _fallback_for(self, model: str) -> ModelPricing | None:
-        if model not in self._fallback:
-            found = _genai_prices.pricing_for(model)
-            if found is None and _without_suffix(model) != model and not model.endswith(":free"):
-                found = _genai_prices.pricing_for(_without_suffix(model))
-            if len(self._fallback) >= _MAX_REMEMBERED_MISSES:
-                self._fallback.clear()  # bounded: odd model names cannot grow memory without end
-            self._fallback[model] = found
+        found = self._fallback.recall(model, _MISSING)
+        if found is not _MISSING:
             return found
-        return self._fallback[model]
+        if not _genai_prices.ready():
+            return None  # not loaded yet: asked again once it is
+        found = _genai_prices.pricing_for(model)
+        base = _without_suffix(model)
+        if found is None and base != model:
+            found = _genai_prices.pricing_for(base)
+        self._fallback.remember(model, found)
+        return found
 
     # ------------------------------------------------------------------ background work
 
@@ -314,6 +358,7 @@ class PriceCatalog:
         self._queue.put(task)
 
     def _work(self) -> None:
+        time.sleep(0.001)  # let the thread that started this one (waiting in start()) take the GIL first
         while True:
             try:
                 task = self._queue.get(timeout=30)
@@ -327,6 +372,8 @@ class PriceCatalog:
                 self._busy += 1
             try:
                 self._run_task(task)
+            except Exception:  # a bug of ours: the worker goes on, the lookups keep what they have
+                logger.debug("price catalog task %s failed", task, exc_info=True)
             finally:
                 with self._idle:
                     self._busy -= 1
@@ -335,18 +382,20 @@ class PriceCatalog:
 
     def _run_task(self, task: tuple[str, str]) -> bool:
         kind, model_id = task
-        if kind == "preload":
-            _genai_prices.canonical_id("")  # loads the offline data once
+        if kind == "load":
+            self._load()
             if not self.offline:
-                self._load_from_disk_once()
-                self._models_valid_until(time.time())
+                self._models_valid_until(time.time())  # a missing or stale copy: fetched next
             return True
+        fresh_on_disk = kind == "endpoints" and model_id not in self._endpoints
+        if fresh_on_disk and self._load_endpoints_from_disk(model_id):
+            return True  # nothing to fetch
         try:
             if kind == "models":
                 self._fetch_models()
             else:
                 self._fetch_endpoints(model_id)
-        except Exception as exc:  # network, HTTP status, bad JSON, a shape we do not know
+        except Exception as exc:  # network, HTTP status, too big, too slow, bad JSON, an unknown shape
             self._failed_at[kind + model_id] = time.monotonic()
             what = "the model list" if kind == "models" else "endpoint prices"
             self._warn_once(
@@ -360,20 +409,44 @@ class PriceCatalog:
         self._failed_at.pop(kind + model_id, None)
         return True
 
-    def _get_json(self, path: str) -> Any:
+    def _load(self) -> None:
+        """The disk copy of `/models` (what a warm start needs), then genai-prices' data. Once; on the
+        background thread (or in `refresh`)."""
+        if self._loaded:
+            return
+        if not self.offline:
+            self._load_models_from_disk()
+        _genai_prices.load()
+        with self._lock:
+            self._loaded = True
+            self._forget_answers()  # answers given while loading were not remembered; now they may be
+
+    def _get_json(self, path: str, limit: int) -> Any:
+        """GET `path` as JSON, abandoned past `limit` bytes or `timeout` seconds in all."""
         import httpx  # imported on the background thread, not at package import
 
-        response = httpx.get(
-            self.api_base + path, timeout=self.timeout, headers={"Accept": "application/json"}
-        )
-        response.raise_for_status()
+        deadline = time.monotonic() + self.timeout
+        with httpx.stream(
+            "GET", self.api_base + path, timeout=self.timeout, headers={"Accept": "application/json"}
+        ) as response:
+            response.raise_for_status()
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise _Unusable(f"{path} is {int(declared):,} bytes, more than the {limit:,} bytes accepted")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise _Unusable(f"{path} is more than the {limit:,} bytes accepted")
+                if time.monotonic() > deadline:
+                    raise _Unusable(f"{path} took more than {self.timeout:g} s")
         try:
-            return response.json()
+            return json.loads(body)
         except ValueError as exc:
             raise _Unusable(f"invalid JSON from {path}") from exc
 
     def _fetch_models(self) -> None:
-        body = self._get_json("/models")
+        body = self._get_json("/models", MAX_MODELS_BYTES)
         entries = body.get("data") if isinstance(body, Mapping) else None
         if not isinstance(entries, list):
             raise _Unusable("/models answered without a data list")
@@ -382,7 +455,7 @@ class PriceCatalog:
         self._write_cache("models.json", {"fetched_at": time.time(), "data": kept})
 
     def _fetch_endpoints(self, model_id: str) -> None:
-        body = self._get_json(f"/models/{quote(model_id, safe='/')}/endpoints")
+        body = self._get_json(f"/models/{quote(model_id, safe='/')}/endpoints", MAX_ENDPOINTS_BYTES)
         data = body.get("data") if isinstance(body, Mapping) else None
         endpoints = data.get("endpoints") if isinstance(data, Mapping) else None
         if not isinstance(endpoints, list):
@@ -444,50 +517,70 @@ class PriceCatalog:
     def _forget_answers(self) -> None:
         """Called with the lock held, when prices change: earlier answers may be stale."""
         self._version += 1
-        self._answers = {}
+        self._answers = _Memo()
 
-    # ------------------------------------------------------------------ disk cache
+    # ------------------------------------------------------------------ disk cache (background thread)
 
-    def _load_from_disk_once(self) -> None:
-        if self._loaded_from_disk:
+    def _load_models_from_disk(self) -> None:
+        cached = self._read_cache("models.json", MAX_MODELS_BYTES)
+        if cached is None:
             return
-        with self._lock:
-            if self._loaded_from_disk:
-                return
-            self._loaded_from_disk = True
-        cached = self._read_cache("models.json")
-        if cached is not None:
-            entries, fetched_at = cached.get("data"), cached.get("fetched_at")
-            if isinstance(entries, list) and isinstance(fetched_at, (int, float)):
-                self._install_models([e for e in entries if isinstance(e, dict)], float(fetched_at))
-            else:
-                self._warn_once(
-                    "disk-read", "ignoring a price cache file of unknown shape in %s", self._cache_dir
-                )
+        entries, fetched_at = cached.get("data"), _timestamp(cached.get("fetched_at"))
+        if not isinstance(entries, list) or fetched_at is None:
+            self._warn_unknown_shape("models.json")
+            return
+        self._install_models([e for e in entries if isinstance(e, dict)], fetched_at)
 
     def _load_endpoints_from_disk(self, model_id: str) -> bool:
-        cached = self._read_cache(_endpoints_file(model_id))
-        if cached is None or not isinstance(cached.get("endpoints"), list):
+        """Install the disk copy of `model_id`'s endpoints; True if it is fresh (nothing to fetch)."""
+        cached = self._read_cache(_endpoints_file(model_id), MAX_ENDPOINTS_BYTES)
+        if cached is None:
             return False
-        if time.time() - float(cached.get("fetched_at") or 0) > self.ttl:
-            self._schedule(("endpoints", model_id))  # stale: use it, and refresh behind the scenes
-        self._install_endpoints(model_id, [e for e in cached["endpoints"] if isinstance(e, dict)])
-        return True
+        entries, fetched_at = cached.get("endpoints"), _timestamp(cached.get("fetched_at"))
+        if not isinstance(entries, list) or fetched_at is None:
+            self._warn_unknown_shape(_endpoints_file(model_id))
+            return False
+        self._install_endpoints(model_id, [e for e in entries if isinstance(e, dict)])
+        return time.time() - fetched_at <= self.ttl  # stale: used, and fetched again
 
-    def _read_cache(self, name: str) -> dict[str, Any] | None:
+    def _read_cache(self, name: str, limit: int) -> dict[str, Any] | None:
+        """A cache file's JSON, or None: missing, not a regular file (a FIFO would block), larger than
+        `limit` bytes, unreadable or of unknown shape (the last four with one warning)."""
         path = self._cache_dir / name
         try:
-            with open(path, encoding="utf-8") as f:
-                body = json.load(f)
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # opening a FIFO must not wait
         except (FileNotFoundError, NotADirectoryError):  # nothing cached (yet)
             return None
+        except OSError as exc:
+            self._warn_once("disk-read", "ignoring unreadable price cache %s (%s)", path, _describe(exc))
+            return None
+        try:
+            with open(fd, "rb") as f:
+                info = os.fstat(f.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    self._warn_once("disk-read", "ignoring a price cache that is not a file: %s", path)
+                    return None
+                if info.st_size > limit:
+                    self._warn_once(
+                        "disk-read",
+                        "ignoring a price cache of %s bytes, more than the %s accepted: %s",
+                        f"{info.st_size:,}",
+                        f"{limit:,}",
+                        path,
+                    )
+                    return None
+                body = json.loads(f.read(limit + 1))
         except (OSError, ValueError) as exc:
             self._warn_once("disk-read", "ignoring unreadable price cache %s (%s)", path, _describe(exc))
             return None
         if not isinstance(body, dict) or body.get("format") != _CACHE_FORMAT:
-            self._warn_once("disk-read", "ignoring a price cache file of unknown shape: %s", path)
+            self._warn_unknown_shape(name)
             return None
         return body
+
+    def _warn_unknown_shape(self, name: str) -> None:
+        path = self._cache_dir / name
+        self._warn_once("disk-read", "ignoring a price cache file of unknown shape: %s", path)
 
     def _write_cache(self, name: str, body: dict[str, Any]) -> None:
         path = self._cache_dir / name
@@ -515,6 +608,16 @@ class PriceCatalog:
         log(message, *args)
 
 
+_MISSING = object()
+
+
+def _timestamp(value: Any) -> float | None:
+    """A cache file's `fetched_at`: a finite number of seconds, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def _describe(exc: BaseException) -> str:
     import httpx
 
@@ -522,6 +625,8 @@ def _describe(exc: BaseException) -> str:
         return f"HTTP {exc.response.status_code}"
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
+    if isinstance(exc, _Unusable):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 

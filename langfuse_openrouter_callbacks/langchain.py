@@ -448,6 +448,9 @@ class CallbackHandler(LangfuseCallbackHandler):
         metadata = {**(llm_output or {}), **(getattr(message, "response_metadata", None) or {})}
         if (type(llm_output) is dict or isinstance(llm_output, Mapping)) and "token_usage" in llm_output:
             metadata["token_usage"] = llm_output["token_usage"]  # OpenRouter's raw usage
+        model_name = metadata.get("model_name")
+        if type(model_name) is str:
+            metadata["model_name"] = _one_model(model_name)
         requested = call.requested_model if call else None
         usage = OpenRouterUsage.from_langchain(
             getattr(message, "usage_metadata", None), metadata, model=requested
@@ -607,6 +610,13 @@ def _ended_with_error(response: LLMResult) -> bool:
     info = getattr(last, "generation_info", None) or {}
     metadata = getattr(getattr(last, "message", None), "response_metadata", None) or {}
     return info.get("finish_reason") == "error" or metadata.get("finish_reason") == "error"
+
+
+def _one_model(name: str) -> str:
+    """The model a streamed `ChatOpenAI` call names: LangChain joins the `model` of every chunk that
+    ends a choice, and OpenRouter's usage chunk ends it again, so the id comes twice over ("XX")."""
+    period = (name + name).find(name, 1)
+    return name[:period] if 0 < period < len(name) else name
 
 
 def _last_generation(response: LLMResult) -> Any:

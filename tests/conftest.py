@@ -11,6 +11,16 @@ from tests.support.openrouter_server import FakeOpenRouter, ResponseSpec
 pytest_plugins = ["tests.support.fixtures"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def offline_price_data() -> None:
+    """genai-prices' data, loaded once before the tests. A program's handler loads it in the background
+    while its first call is out; a test's first call to a local server can come back sooner, and would
+    then be priced without it (tests/test_startup.py covers that window)."""
+    catalog = PriceCatalog(offline=True)
+    catalog.preload()
+    assert catalog.wait_until_idle(60)
+
+
 @pytest.fixture
 def catalog() -> PriceCatalog:
     """Offline prices keyed by the model the user asks for; responses name the dated id."""

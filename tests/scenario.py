@@ -46,7 +46,7 @@ SERVICE_VARIABLES = (
 class BrokenCatalog(PriceCatalog):
     """A price catalog that fails on every lookup: the enrichment must fail without the user noticing."""
 
-    def pricing_for(self, model: Any, provider: str | None = None) -> Any:
+    def pricing_for(self, model: Any, provider: str | None = None, **kwargs: Any) -> Any:
         raise RuntimeError("price list exploded")
 
 

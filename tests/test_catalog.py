@@ -104,7 +104,7 @@ def test_serving_endpoints_price_is_used_once_fetched(server, tmp_path) -> None:
 def test_overrides_win_also_by_the_requested_id_and_offline(server, tmp_path) -> None:
     mine = {"prompt": "0.000001", "completion": "0.000002"}
     catalog = PriceCatalog({SONNET_ID: mine}, api_base=server.base_url, cache_dir=tmp_path, offline=True)
-    found = catalog.pricing_for([SONNET_DATED, SONNET_ID], provider="Amazon Bedrock")
+    found = catalog.pricing_for(SONNET_DATED, provider="Amazon Bedrock", requested=SONNET_ID)
     assert found == ModelPricing.from_openrouter(mine) and found.source == "override"
     assert catalog.pricing_for(SONNET_DATED).source == "override"  # dated id matched offline too
     assert server.requests == []
@@ -132,8 +132,11 @@ def test_disk_cache_serves_a_new_process_without_network(server, tmp_path, monke
     requests_before = len(server.requests)
 
     again = _catalog(server, tmp_path)  # a fresh catalog, as in a new process
-    assert again.pricing_for(SONNET_DATED, provider="Anthropic").source == "endpoint:Anthropic"
+    again.preload()  # reads the disk copy on the background thread
     assert again.wait_until_idle(5)
+    assert again.pricing_for(SONNET_DATED, provider="Anthropic").source == "models"
+    assert again.wait_until_idle(5)  # its endpoints, from the disk too
+    assert again.pricing_for(SONNET_DATED, provider="Anthropic").source == "endpoint:Anthropic"
     assert len(server.requests) == requests_before
     for request in server.requests:
         assert request.header("authorization") is None
@@ -141,10 +144,20 @@ def test_disk_cache_serves_a_new_process_without_network(server, tmp_path, monke
 
 def test_stale_cache_is_used_and_refreshed_in_the_background(server, tmp_path) -> None:
     _catalog(server, tmp_path).refresh()
+    server.set_models([model_entry(SONNET_ID, {**MODEL_PRICING, "prompt": "0.000004"})])
+    server.set_fault("models", Fault(delay=1.0, times=1))
     catalog = _catalog(server, tmp_path, ttl=0)
-    assert catalog.pricing_for(SONNET_ID).source == "models"  # the stale copy, at once
+    catalog.preload()
+    deadline = time.monotonic() + 5
+    while catalog.pricing_for(SONNET_ID).source != "models" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert catalog.pricing_for(SONNET_ID).prompt == Decimal("0.000003")  # the stale copy, while fetching
     assert catalog.wait_until_idle(5)
     assert _gets(server, "/models") == 2
+    assert catalog.pricing_for(SONNET_ID).prompt == Decimal("0.000004")
+    assert catalog.wait_until_idle(
+        5
+    )  # with a ttl of 0 that lookup asked for the list again: not after the test
 
 
 @pytest.mark.parametrize(
@@ -207,6 +220,7 @@ def test_a_failed_endpoint_fetch_is_retried_when_its_time_comes(server, tmp_path
     assert catalog.wait_until_idle(5)
     assert _gets(server, "/endpoints") == 2
     assert catalog.pricing_for(SONNET_ID, provider="Amazon Bedrock").source == "endpoint:Amazon Bedrock"
+    assert catalog.wait_until_idle(5)  # past the ttl the model list is fetched again: not after the test
 
 
 def test_a_remembered_answer_gives_way_to_new_prices_and_to_its_ttl(server, tmp_path) -> None:
@@ -284,18 +298,28 @@ def test_cache_file_is_plain_json_of_what_was_served(server, tmp_path) -> None:
     assert body["format"] == 1 and isinstance(body["fetched_at"], float)
 
 
-def test_preload_imports_the_offline_data_on_the_callers_thread() -> None:
-    # A background thread importing genai-prices (and with it httpx2) races the openai SDK, which reads
-    # sys.modules["httpx2"] when it builds a client: the user's first call failed on a half-imported module.
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\n"
-        "from langfuse_openrouter_callbacks import PriceCatalog\n"
-        "assert 'genai_prices' not in sys.modules\n"
-        "PriceCatalog(offline=True).preload()\n"
-        "assert 'genai_prices.data_snapshot' in sys.modules, 'imported behind the caller'\n"
+def test_remembered_answers_are_forgotten_least_recently_used_first_never_all_at_once(
+    server, tmp_path
+) -> None:
+    server.set_models(
+        [
+            model_entry(f"vendor/model-{i}", MODEL_PRICING, canonical_slug=f"vendor/model-{i}-0101")
+            for i in range(6_000)
+        ]
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+    catalog = _catalog(server, tmp_path)
+    assert catalog.refresh()
+    ids = [f"vendor/model-{i}" for i in range(6_000)]
+    keys = ids + [i + "-0101" for i in ids] + [i + ":thinking" for i in ids]
+    for n, key in enumerate(keys):  # 18,000 distinct ids
+        assert catalog.pricing_for(key) is not None
+        if n % 1_000 == 0:
+            assert catalog.pricing_for(keys[0]) is not None  # one id in constant use
+        if n == 10_000:
+            assert catalog.pricing_for("nobody/unknown-model") is None  # a miss is remembered too
+    remembered = catalog._answers
+    assert 10_000 < len(remembered) <= 16_384
+    assert (keys[0], None, None) in remembered  # in use: kept
+    assert (keys[1], None, None) not in remembered  # the least recently used: forgotten
+    assert ("nobody/unknown-model", None, None) in remembered
+    assert all((key, None, None) in remembered for key in keys[-10_000:])

@@ -439,10 +439,10 @@ def test_an_error_while_applying_the_record_is_logged_once_and_the_generation_st
     openrouter, make_fetcher, langfuse_client, otlp_receiver, caplog
 ) -> None:
     class _BrokenForProviders(PriceCatalog):
-        def pricing_for(self, model: Any, provider: str | None = None) -> Any:
+        def pricing_for(self, model: Any, provider: str | None = None, **kwargs: Any) -> Any:
             if provider:
                 raise RuntimeError("endpoint prices exploded")
-            return super().pricing_for(model, provider)
+            return super().pricing_for(model, provider, **kwargs)
 
     catalog = _BrokenForProviders({REQUESTED: SONNET}, offline=True)
     handler = CallbackHandler(price_catalog=catalog, generation_stats_fetcher=make_fetcher())

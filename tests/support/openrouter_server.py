@@ -26,6 +26,7 @@ recordings. Replay (:meth:`FakeOpenRouter.replay`) serves the recorded bytes the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -657,7 +658,10 @@ class Fault:
     Content-Length, sends half the body and closes the connection; ``delay`` sleeps first;
     ``hold`` waits until the test sets that event (at most 60 s), so a test can check what happened
     while the server had not answered yet, on any machine; ``headers`` are added to the response
-    (e.g. ``{"Retry-After": "1"}`` with ``status=429``).
+    (e.g. ``{"Retry-After": "1"}`` with ``status=429``); ``trickle`` sends the body one byte every
+    that many seconds (a server that stalls without ever timing out a read); ``size`` pads a
+    ``/models`` list with priced filler models to at least that many bytes (a price list too big to
+    parse without stalling the client).
     """
 
     status: int | None = None
@@ -665,8 +669,45 @@ class Fault:
     hold: threading.Event | None = None
     invalid_json: bool = False
     truncate: bool = False
+    trickle: float = 0.0
+    size: int = 0
     times: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+
+_FILLER_PRICING = {"prompt": "0.000001", "completion": "0.000002"}
+
+
+@functools.lru_cache(maxsize=2)
+def _filler(size: int) -> bytes:
+    """Priced filler models, JSON-encoded and comma-separated, ``size`` bytes or a little more."""
+    entries: list[str] = []
+    length = 0
+    while length < size:
+        entry = json.dumps(model_entry(f"filler/model-{len(entries)}", _FILLER_PRICING))
+        entries.append(entry)
+        length += len(entry) + 2
+    return ", ".join(entries).encode()
+
+
+def _padded(payload: Any, size: int) -> bytes:
+    """``payload`` (a ``/models`` answer) with filler models appended until it is ``size`` bytes."""
+    entries = list(payload.get("data") or [])
+    head = json.dumps({"data": entries})[:-2].encode()
+    return head + (b", " if entries else b"") + _filler(size) + b"]}"
+
+
+def _trickle(handler: Any, status: int, body: bytes, interval: float) -> None:
+    """Send ``body`` one byte at a time, ``interval`` seconds apart, until done or the client leaves."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.flush()
+    for i in range(len(body)):
+        time.sleep(interval)
+        handler.wfile.write(body[i : i + 1])
+        handler.wfile.flush()
 
 
 # --------------------------------------------------------------------------------------------
@@ -785,6 +826,8 @@ class FakeOpenRouter(BackgroundHTTPServer[_OpenRouterHandler]):
 
     def set_fault(self, target: FaultTarget, fault: Fault | None) -> None:
         """Inject (or clear with ``None``) a fault on ``models``, ``endpoints`` or ``generation``."""
+        if fault is not None and fault.size:
+            _filler(fault.size)  # made now, not while the client under test is timed
         with self._lock:
             if fault is None:
                 self._faults.pop(target, None)
@@ -923,8 +966,10 @@ class FakeOpenRouter(BackgroundHTTPServer[_OpenRouterHandler]):
             status = fault.status
             if status >= 400:
                 payload = {"error": {"code": status, "message": "Injected fault"}}
-        body = json.dumps(payload).encode()
-        if fault.invalid_json:
+        body = _padded(payload, fault.size) if fault.size else json.dumps(payload).encode()
+        if fault.trickle:
+            _trickle(handler, status, body, fault.trickle)
+        elif fault.invalid_json:
             handler.send_bytes(status, b'{"data": {"id": "broken", ', "application/json", fault.headers)
         elif fault.truncate:
             handler.send_bytes(
