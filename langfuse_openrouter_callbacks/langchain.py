@@ -19,9 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from langchain_core.outputs import ChatGeneration, LLMResult
-from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
-
 from ._enrich import (
     Enrichment,
     end_after_lookup,
@@ -31,10 +28,15 @@ from ._enrich import (
     record_savings_score,
     update_and_record,
 )
+from ._extras import requires_extra
 from ._log import log_exception_once
 from .catalog import PriceCatalog
 from .generation_stats import GenerationStatsFetcher, resolve_fetcher, watch_langfuse_client
 from .usage import MAX_TOKENS, OpenRouterUsage
+
+with requires_extra("langchain", __name__):
+    from langchain_core.outputs import ChatGeneration, LLMResult
+    from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
 
 __all__ = ["CallbackHandler"]
 
