@@ -366,3 +366,50 @@ def test_embedded_openrouter_answers_the_question_asked(embedded) -> None:
     assert answer([{"role": "user", "content": "What is the capital of France?"}], []) == (
         "I could not find that in the documents I was given."
     )
+
+
+_LOST_EXPORT = """
+from langchain_openai import ChatOpenAI
+from langfuse_openrouter_callbacks.demo.run import OPENAI_MODEL, DemoServices
+from langfuse_openrouter_callbacks.langchain import CallbackHandler
+
+with DemoServices() as services:
+    llm = ChatOpenAI(base_url=services.openrouter_base, api_key=services.openrouter_key, model=OPENAI_MODEL)
+    handler = CallbackHandler(public_key=services.public_key, price_catalog=services.catalog)
+    services.calling("LangChain", OPENAI_MODEL, "Do gift cards expire?")
+    llm.invoke("Do gift cards expire?", config={"callbacks": [handler]})
+    print(services.check_export())  # the embedded Langfuse's API lists it
+    services.embedded_langfuse.spans.clear()  # as if the export had been lost
+    print(services.check_export())
+    print(services.langfuse_base)
+"""
+
+
+def test_the_export_is_checked_through_langfuses_api(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _LOST_EXPORT], capture_output=True, text=True, env=_clean_env(), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    received, lost, base = done.stdout.strip().splitlines()[-3:]
+    assert received == "None"
+    assert lost == f"Langfuse at {base} has not received 1 of the 1 generations"
+
+
+def test_an_export_not_seen_in_langfuse_prints_no_link() -> None:
+    from rich.console import Console
+
+    from langfuse_openrouter_callbacks.demo.render import print_result
+    from langfuse_openrouter_callbacks.demo.run import DemoResult, GenerationRow
+
+    row = GenerationRow(
+        "LangChain", OPENAI_MODEL, "", 10, 0, 0, 5, 0, None, None, None, "unpriced", "ab" * 16, "cd" * 8
+    )
+    seen = DemoResult("https://openrouter.ai/api/v1", "https://langfuse.example", [row])
+    lost = DemoResult(seen.openrouter, seen.langfuse, [row], export_error="Langfuse at X: HTTP 500")
+    texts = []
+    for result in (seen, lost):
+        console = Console(width=120, record=True, file=io.StringIO())
+        print_result(console, result)
+        texts.append(console.export_text())
+    assert "https://langfuse.example/trace/" + "ab" * 16 in texts[0]
+    assert "/trace/" not in texts[1] and "Not exported: Langfuse at X: HTTP 500." in texts[1]
