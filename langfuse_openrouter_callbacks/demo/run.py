@@ -320,12 +320,16 @@ def run_calls(services: DemoServices) -> None:
     """The demo's calls through `services`: LangChain, then LlamaIndex."""
     import openai
 
-    services.progress("Loading LangChain and LlamaIndex")
     with requires_extra("all", "The demo"):
+        services.progress("Loading LangChain")
         from langchain_openai import ChatOpenAI  # noqa: F401
+
+        from .. import langchain  # noqa: F401
+
+        services.progress("Loading LlamaIndex")
         from llama_index.llms.openrouter import OpenRouter  # noqa: F401
 
-        from .. import langchain, llama_index  # noqa: F401
+        from .. import llama_index  # noqa: F401
     try:
         _langchain_calls(services)
         _llama_index_calls(services)
@@ -393,6 +397,7 @@ def _llama_index_calls(services: DemoServices) -> None:
             max_tokens=200,
             max_retries=1,
         )
+        services.progress("LlamaIndex: indexing the handbook")
         index = VectorStoreIndex.from_documents(
             [Document(text=handbook())],
             embed_model=HashEmbedding(),
