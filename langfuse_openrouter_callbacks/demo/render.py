@@ -192,12 +192,13 @@ class _Progress:
     """A transient spinner line saying what is being prepared and which call runs."""
 
     def __init__(self, console: Console) -> None:
-        self._progress = Progress(
+        self._progress = Progress(  # off when piped: a file gets the table only
             SpinnerColumn(),
             TextColumn("{task.description}"),
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            disable=not console.is_terminal,
         )
         self._task = self._progress.add_task("Starting", total=None)
 
