@@ -124,3 +124,12 @@ def test_report_runs_as_written_against_the_embedded_langfuse(served, tmp_path) 
         tmp_path,
     )
     assert "anthropic/claude-4.5-sonnet-20250929" in done.stdout and "openai/gpt-4.1-mini" in done.stdout
+
+
+def test_the_readme_lists_the_models_the_embedded_openrouter_serves() -> None:
+    from langfuse_openrouter_callbacks.demo.openrouter import load_data
+
+    table = README[README.index("It serves these models:") : README.index("- With `LANGFUSE_PUBLIC_KEY`")]
+    listed = re.findall(r"^  \| `([^`]+)` \| `([^`]+)` \| (\w+) \|", table, re.M)
+    served = [(m, d["canonical_slug"], d["provider"]) for m, d in load_data()["models"].items()]
+    assert listed == served
