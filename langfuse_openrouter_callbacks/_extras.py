@@ -11,6 +11,12 @@ DISTRIBUTION = "langfuse-openrouter-callbacks"
 class MissingExtra(ImportError):
     """What an adapter or the demo imports is not installed; the message says what to `pip install`."""
 
+    def __init__(self, needed_by: str, extra: str, reason: str) -> None:
+        super().__init__(
+            f'{needed_by} needs the "{extra}" extra ({reason}): pip install "{DISTRIBUTION}[{extra}]"'
+        )
+        self.extra, self.reason = extra, reason
+
 
 @contextmanager
 def requires_extra(extra: str, needed_by: str) -> Iterator[None]:
@@ -20,8 +26,4 @@ def requires_extra(extra: str, needed_by: str) -> Iterator[None]:
         yield
     except ImportError as exc:
         reason = exc.reason if isinstance(exc, MissingExtra) else str(exc)
-        error = MissingExtra(
-            f'{needed_by} needs the "{extra}" extra ({reason}): pip install "{DISTRIBUTION}[{extra}]"'
-        )
-        error.reason = reason
-        raise error from exc
+        raise MissingExtra(needed_by, extra, reason) from exc
