@@ -20,3 +20,10 @@ def cost_cases() -> list[dict[str, Any]]:
 def recorded_exchanges() -> list[dict[str, Any]]:
     """Real recorded OpenRouter exchanges: request body and JSON or SSE response."""
     return json.loads((DATA / "openrouter_recorded_exchanges.json").read_text())
+
+
+@cache
+def shape_cases() -> dict[str, dict[str, Any]]:
+    """Real usage in the shapes of issue 13 (Responses API, Gemini's overlap, BYOK), by id, with sources."""
+    cases = json.loads((DATA / "openrouter_shape_cases.json").read_text())["cases"]
+    return {case["id"]: case for case in cases}
