@@ -9,11 +9,10 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 
 
-def _demo() -> int:
-    from .demo.render import run
+def _demo(args: argparse.Namespace) -> int:
+    from .demo.render import run, serve
 
-    run()
-    return 0
+    return serve() if args.serve else run()
 
 
 def _day(text: str) -> date:
@@ -116,23 +115,45 @@ def _report(args: argparse.Namespace) -> int:
     )
 
 
+def _is_known(exc: Exception) -> bool:
+    """An error that is one line for the user (a missing extra, a service refusing or unreachable)."""
+    from ._extras import MissingExtra
+    from .demo.run import DemoError
+
+    return isinstance(exc, (MissingExtra, DemoError))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="langfuse-openrouter",
         description="OpenRouter prompt-cache usage, true cost and savings for Langfuse.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
+    demo = commands.add_parser(
         "demo",
-        help="run a LangChain chain and a LlamaIndex query with prompt caching and show what Langfuse got "
+        help="run a LangChain chain and a LlamaIndex query with prompt caching and show what was exported "
         "(embedded OpenRouter and Langfuse unless OPENROUTER_API_KEY / LANGFUSE_* keys are set)",
+    )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="then keep the embedded OpenRouter and Langfuse running and print the OPENROUTER_* and "
+        "LANGFUSE_* variables that point at them (for the README's snippets, the notebooks and report)",
     )
     _add_report_parser(commands)
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _demo()
-    if args.command == "report":
-        return _report(args)
+    try:
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "report":
+            return _report(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if not _is_known(exc):
+            raise
+        print(f"langfuse-openrouter {args.command}: {exc}", file=sys.stderr)
+        return 1
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -29,9 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, LLMResult
-from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
 from opentelemetry import context as otel_context
 
 from ._enrich import (
@@ -43,6 +40,7 @@ from ._enrich import (
     record_savings_score,
     update_and_record,
 )
+from ._extras import requires_extra
 from ._langfuse_write import set_attributes
 from ._log import log_exception_once
 from ._prompt_fingerprint import PromptFingerprint, fingerprint
@@ -50,6 +48,11 @@ from .catalog import PriceCatalog
 from .generation_stats import GenerationStatsFetcher, resolve_fetcher, watch_langfuse_client
 from .langfuse_fields import trace_attributes
 from .usage import MAX_TOKENS, OpenRouterUsage
+
+with requires_extra("langchain", __name__):
+    from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, ToolMessage
+    from langchain_core.outputs import ChatGeneration, LLMResult
+    from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
 
 __all__ = ["CallbackHandler"]
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 from nbclient import NotebookClient
 
 from tests.scenario import SERVICE_VARIABLES
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks() -> None:
@@ -42,3 +47,31 @@ def test_notebook_runs_on_the_embedded_default(
         o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
     ]
     assert errors == []
+    printed = "".join(
+        o.get("text", "")
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "stream"
+    )
+    if path.name.startswith("01"):  # the embedded OpenRouter answers the question asked
+        answers = dict(re.findall(r"^Q: (.*)\nA: (.*)$", printed, re.M))
+        assert "refund" in answers["How long do refunds take?"].lower()
+        assert "invoice" in answers["And for invoice payments?"].lower()
+        assert "discount code" in answers["Can I combine two discount codes?"].lower()
+        assert "never expire" in answers["Do gift cards expire?"]
+
+
+def test_the_notebooks_extra_opens_and_runs_them() -> None:
+    """`pip install -e ".[notebooks]"` brings JupyterLab (and with it nbconvert), as the README says."""
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "notebooks"
+    ]
+    assert any(requirement.startswith("jupyterlab") for requirement in extra)
+    for module in ("jupyterlab", "nbconvert"):
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--version"], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0 and done.stdout.strip()[0].isdigit(), (module, done.stderr[-2000:])
+    readme = (REPO / "README.md").read_text()
+    assert "jupyter lab notebooks/" in readme and "jupyter nbconvert --to notebook --execute" in readme

@@ -85,3 +85,45 @@ def test_the_suite_needs_nothing_outside_the_clone() -> None:
             continue
         text = path.read_text()
         assert "shared/data" not in text and "parents[2]" not in text, path.relative_to(repo)
+
+
+def test_the_wheel_ships_the_mit_license_and_the_demo_data(tmp_path) -> None:
+    import shutil
+    import zipfile
+
+    repo = ROOT.parent
+    source = tmp_path / "src"
+    shutil.copytree(repo / ROOT.name, source / ROOT.name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(repo / name, source / name)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            ".",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=source,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (license_file,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+        assert archive.read(license_file).decode().startswith("MIT License")
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        text = archive.read(metadata).decode()
+    assert "License-Expression: MIT" in text and "License-File: LICENSE" in text
+    assert {f"{ROOT.name}/demo/data.json", f"{ROOT.name}/demo/handbook.md", f"{ROOT.name}/py.typed"} <= set(
+        names
+    )
+    assert (repo / "LICENSE").read_text().startswith("MIT License")

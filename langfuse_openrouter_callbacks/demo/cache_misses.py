@@ -39,8 +39,8 @@ _ROLES = {
 }
 
 
-def run_cache_misses(services: Any, report: Any) -> None:
-    """The three conversations through `services` (a `DemoServices`); `report(description)` per call."""
+def run_cache_misses(services: Any) -> None:
+    """The three conversations through `services` (a `DemoServices`), each announced by `services.calling`."""
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
     from langchain_core.output_parsers import StrOutputParser
     from langchain_openai import ChatOpenAI
@@ -63,7 +63,6 @@ def run_cache_misses(services: Any, report: Any) -> None:
     )
     if embedded is not None:
         services.tracer_provider.add_span_processor(_SimulatedTime(embedded))
-    services.collector.framework = FRAMEWORK
     document = handbook()
 
     def system(cause: str, *, breakpoint: bool = True) -> SystemMessage:
@@ -73,7 +72,7 @@ def run_cache_misses(services: Any, report: Any) -> None:
         return SystemMessage(content=[{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}])
 
     def ask(cause: str, messages: list[Any], **routing: Any) -> str:
-        report(f"LangChain · {ANTHROPIC_MODEL} · cache miss: {cause.replace('_', ' ')}")
+        services.calling(FRAMEWORK, ANTHROPIC_MODEL, f"cache miss: {cause.replace('_', ' ')}")
         chain = (
             ChatOpenAI(
                 base_url=services.openrouter_base,

@@ -1,12 +1,12 @@
 """An embedded Langfuse-compatible server for the demo: receives what the Langfuse SDK exports.
 
 Accepts OTLP/HTTP protobuf traces at `/api/public/otel/v1/traces` (gzip or not) and scores at
-`/api/public/scores`, and keeps them in memory. Serves the received generations back through the public
-observations API (`GET /api/public/v2/observations`, pages of `limit` with a `cursor`, with their trace's
-`sessionId`, `userId` and `traceName` as Langfuse sets them from any span of the trace), so the savings
-report works against it;
-it has no metrics API (404), like a self-hosted Langfuse without the v2 APIs, so the report reads every
-generation. Other public API calls answer `{}`.
+`/api/public/scores`, and keeps them in memory, whatever the keys. Serves the received generations back
+through the public observations API (`GET /api/public/v2/observations`, pages of `limit` with a `cursor`,
+with their trace's `sessionId`, `userId` and `traceName` as Langfuse sets them from any span of the trace),
+so the demo can check its export and the savings report works against it; it has no metrics API (404),
+like a self-hosted Langfuse without the v2 APIs, so the report reads every generation.
+`GET /api/public/projects` answers one project (the SDK's `auth_check()`). Other public API calls answer `{}`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,13 @@ TRACES_PATH = "/api/public/otel/v1/traces"
 SCORES_PATH = "/api/public/scores"
 OBSERVATIONS_PATH = "/api/public/v2/observations"
 METRICS_PATH = "/api/public/v2/metrics"
+PROJECTS_PATH = "/api/public/projects"
+_PROJECT = {
+    "id": "embedded-demo",
+    "name": "Embedded demo",
+    "organization": {"id": "embedded", "name": "langfuse-openrouter demo"},
+    "metadata": {},
+}
 
 
 @dataclass
@@ -80,6 +87,8 @@ class EmbeddedLangfuse(EmbeddedServer):
             if start + limit < len(found):
                 meta["cursor"] = str(start + limit)
             request.send_json(200, {"data": page, "meta": meta})
+        elif request.command == "GET" and path == PROJECTS_PATH:
+            request.send_json(200, {"data": [_PROJECT]})  # what `Langfuse.auth_check()` reads
         elif path == METRICS_PATH:
             request.send_json(404, {"message": "The metrics API is not available on this server"})
         else:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 import time
 from decimal import Decimal
@@ -178,12 +179,7 @@ class EmbeddedOpenRouter(EmbeddedServer):
             )
 
     def _answer(self, body: dict[str, Any]) -> str:
-        last_user = next(
-            (m for m in reversed(body.get("messages") or []) if m.get("role") == "user"), {"content": ""}
-        )
-        text = "".join(t for t, _ in _content_parts(last_user.get("content")))
-        answers = self.data["answers"]
-        return answers[int(hashlib.sha256(text.encode()).hexdigest(), 16) % len(answers)]
+        return answer(body.get("messages") or [], self.data["answers"])
 
     def _usage(
         self,
@@ -318,6 +314,59 @@ def _route(model: dict[str, Any], preferences: Any) -> str:
             if isinstance(wanted, str) and wanted.lower() in (name.lower(), slug):
                 return name
     return model["provider"]
+
+
+_STOP_WORDS = frozenset(
+    re.findall(
+        r"\w+",
+        "a an and are be can could do does for from how i in is it long me my of on or our still the there "
+        "this to what when where which who why will with you your",
+    )
+)
+
+
+def answer(messages: list[dict[str, Any]], answers: list[str]) -> str:
+    """The answer to the question asked: the sentence of the prompt's documents (or of the demo's
+    answers) that shares the most distinctive words with the last user message's question (and, less,
+    with the user's message before it)."""
+    texts = ["".join(t for t, _ in _content_parts(m.get("content"))) for m in messages]
+    user = next((i for i in reversed(range(len(messages))) if messages[i].get("role") == "user"), None)
+    if user is None:
+        return answers[0]
+    lines = [line for line in texts[user].splitlines() if line.strip()]
+    asked = next((line for line in reversed(lines) if "?" in line), lines[-1] if lines else "")
+    question = _stems(asked.removeprefix("Query:"))
+    earlier = next((texts[i] for i in reversed(range(user)) if messages[i].get("role") == "user"), "")
+    context = _stems(earlier) - question  # a follow-up ("And for invoices?") is read in its context
+    documents = [t for t, m in zip(texts, messages, strict=True) if m.get("role") == "system"]
+    documents.append(texts[user].replace(asked, ""))  # a RAG prompt's context
+    sentences = [
+        sentence.strip()
+        for text in [*documents, *answers]
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", "-" * 3))
+        for sentence in re.split(r"(?<=[.!?])\s+", line)
+        if len(sentence.split()) >= 4
+    ]
+    stems = [_stems(sentence) for sentence in sentences]
+    frequency: dict[str, int] = {}
+    for words in stems:
+        for word in words:
+            frequency[word] = frequency.get(word, 0) + 1
+    scores = [
+        sum(1 / frequency[w] for w in words & question) + sum(0.5 / frequency[w] for w in words & context)
+        for words in stems
+    ]
+    best = max(range(len(sentences)), key=lambda i: scores[i], default=None)
+    if best is None or scores[best] == 0:
+        return "I could not find that in the documents I was given."
+    return sentences[best]
+
+
+def _stems(text: str) -> set[str]:
+    """The words of `text` that carry meaning, cut to five letters (refunds ~ refund, claims ~ claim)."""
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return {w[:5] for w in words if w not in _STOP_WORDS}
 
 
 def _common_prefix(a: str, b: str) -> int:

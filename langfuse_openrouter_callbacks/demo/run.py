@@ -14,6 +14,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import SpanProcessor
 
+from .._extras import requires_extra
 from ..catalog import DEFAULT_API_BASE, PriceCatalog
 from ..langfuse_fields import read_generation
 from .cache_misses import run_cache_misses
@@ -31,6 +32,7 @@ RAG_QUESTIONS = [
     "What does a warranty claim need?",
 ]
 _EMBEDDED_OPENROUTER_KEY = "sk-or-embedded-demo"
+EMBEDDED_LANGFUSE_KEYS = ("pk-lf-embedded-demo", "sk-lf-embedded-demo")  # any keys work; these are printed
 
 
 @dataclass(frozen=True)
@@ -50,16 +52,21 @@ class GenerationRow:
     savings: Decimal | None
     cost_source: str
     trace_id: str
+    span_id: str = ""
+    started_at: float = 0.0  # seconds since the epoch
+    requested_model: str = ""  # the model id the program asked for (`model` is the one that answered)
+    streamed: bool = False
 
 
 @dataclass
 class DemoResult:
-    """What the demo ran against and what Langfuse received."""
+    """What the demo ran against and what it exported to Langfuse."""
 
     openrouter: str  # "embedded" or the API base used
     langfuse: str  # "embedded" or the Langfuse base URL
     rows: list[GenerationRow] = field(default_factory=list)
     spans_received: int | None = None  # by the embedded Langfuse
+    export_error: str | None = None  # why the export was not seen in Langfuse (None: it was)
 
     def totals(self) -> dict[str, Any]:
         def total(name: str) -> Any:
@@ -85,6 +92,8 @@ class _GenerationCollector(SpanProcessor):
 
     def __init__(self) -> None:
         self.framework = ""
+        self.requested_model = ""
+        self.streamed = False
         self.rows: list[GenerationRow] = []
 
     def on_end(self, span: Any) -> None:
@@ -109,6 +118,10 @@ class _GenerationCollector(SpanProcessor):
                 savings=_decimal(meta.get("cache_savings_usd", 0 if "total" in cost else None)),
                 cost_source=meta.get("cost_source") or "langfuse",
                 trace_id=format(span.context.trace_id, "032x"),
+                span_id=format(span.context.span_id, "016x"),
+                started_at=(span.start_time or 0) / 1e9,
+                requested_model=self.requested_model,
+                streamed=self.streamed,
             )
         )
 
@@ -117,22 +130,30 @@ def _decimal(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
+class DemoError(Exception):
+    """The demo cannot go on: OpenRouter or Langfuse unreachable or refusing the keys. One line."""
+
+
 class DemoServices:
     """The OpenRouter and Langfuse the demo and the notebooks talk to, real or embedded.
 
     `OPENROUTER_API_KEY` picks OpenRouter (at `OPENROUTER_API_BASE`), else an embedded one;
     `LANGFUSE_PUBLIC_KEY` and `LANGFUSE_SECRET_KEY` pick Langfuse (at `LANGFUSE_BASE_URL`), else an
-    embedded receiver. `generations` holds what each exported generation carried. Close when done.
+    embedded one; a real Langfuse's keys are checked first (`DemoError` if refused or unreachable).
+    `generations` holds what each exported generation carried; `progress(text)` hears what is being
+    prepared and each call (`calling`). Close when done.
     """
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None, progress: Any = None) -> None:
+        self.progress = progress or (lambda description: None)
+        env = os.environ if environ is None else environ
+        self.progress("Loading Langfuse")
         from langfuse import Langfuse
         from opentelemetry.sdk.trace import TracerProvider
 
         from .langfuse_server import EmbeddedLangfuse
         from .openrouter import EmbeddedOpenRouter
 
-        env = os.environ if environ is None else environ
         self._stack = ExitStack()
         self.embedded_openrouter: EmbeddedOpenRouter | None = None
         self.embedded_langfuse: EmbeddedLangfuse | None = None
@@ -141,7 +162,9 @@ class DemoServices:
             self.openrouter_base = (env.get("OPENROUTER_API_BASE") or DEFAULT_API_BASE).rstrip("/")
             self.openrouter_key = key
             self.catalog = PriceCatalog(api_base=self.openrouter_base)
+            self.progress(f"Loading OpenRouter's prices from {self.openrouter_base}")
         else:
+            self.progress("Starting the embedded OpenRouter")
             self.embedded_openrouter = self._stack.enter_context(EmbeddedOpenRouter())
             self.openrouter_base, self.openrouter_key = (
                 self.embedded_openrouter.base_url,
@@ -149,7 +172,10 @@ class DemoServices:
             )
             cache_dir = self._stack.enter_context(tempfile.TemporaryDirectory())
             self.catalog = PriceCatalog(api_base=self.openrouter_base, cache_dir=cache_dir)
-        self.catalog.refresh()
+            self.progress("Loading the embedded OpenRouter's prices")
+        if not self.catalog.refresh() and key:
+            self._stack.close()
+            raise DemoError(f"OpenRouter at {self.openrouter_base} did not answer its price list (/models)")
 
         self.collector = _GenerationCollector()
         self.tracer_provider = tracer_provider = TracerProvider()
@@ -158,8 +184,9 @@ class DemoServices:
         if public_key and secret_key:
             self.langfuse_base = (
                 env.get("LANGFUSE_BASE_URL") or env.get("LANGFUSE_HOST") or "https://cloud.langfuse.com"
-            )
+            ).rstrip("/")
         else:
+            self.progress("Starting the embedded Langfuse")
             self.embedded_langfuse = self._stack.enter_context(EmbeddedLangfuse())
             # Langfuse keeps one client per public key: a key of its own for each embedded server.
             public_key, secret_key = f"pk-lf-embedded-{uuid.uuid4().hex[:12]}", "sk-lf-embedded-demo"
@@ -171,10 +198,64 @@ class DemoServices:
             base_url=self.langfuse_base,
             tracer_provider=tracer_provider,
         )
+        if self.embedded_langfuse is None:
+            self.progress(f"Checking the Langfuse keys at {self.langfuse_base}")
+            try:
+                self.langfuse.auth_check()
+            except Exception as exc:
+                self.langfuse.shutdown()
+                self._stack.close()
+                raise DemoError(f"Langfuse at {self.langfuse_base}: {_why(exc)}; nothing was sent") from None
 
     @property
     def generations(self) -> list[GenerationRow]:
         return self.collector.rows
+
+    def calling(self, framework: str, model: str, question: str, *, streamed: bool = False) -> None:
+        """Say which call comes next: its generation's row gets these labels, and `progress` hears it."""
+        collector = self.collector
+        collector.framework, collector.requested_model, collector.streamed = framework, model, streamed
+        number = len(collector.rows) + 1
+        self.progress(f"Call {number}: {framework} · {model}{' (streamed)' if streamed else ''} · {question}")
+
+    def check_export(self, wait: float = 30.0) -> str | None:
+        """Ask Langfuse's public API (the real-time observations read path) whether every generation
+        arrived; None if they did, else why not, in one line. Waits up to `wait` s for ingestion."""
+        import time
+
+        from langfuse.api.core.api_error import ApiError
+
+        expected = {row.span_id for row in self.generations}
+        if not expected:
+            return None
+        self.langfuse.flush()
+        since = min(_started(row) for row in self.generations)
+        deadline = time.monotonic() + (0 if self.embedded_langfuse else wait)
+        while True:
+            try:
+                found = set()
+                cursor = None
+                while True:
+                    page = self.langfuse.api.observations.get_many(
+                        type="GENERATION", from_start_time=since, fields="core", limit=100, cursor=cursor
+                    )
+                    found |= {o.id for o in page.data}
+                    cursor = page.meta.cursor if page.data else None
+                    if not cursor:
+                        break
+            except ApiError as exc:
+                return f"Langfuse at {self.langfuse_base} could not be asked what it received: {_why(exc)}"
+            except Exception as exc:
+                return f"Langfuse at {self.langfuse_base}: {_why(exc)}"
+            missing = len(expected - found)
+            if not missing:
+                return None
+            if time.monotonic() >= deadline:
+                return (
+                    f"Langfuse at {self.langfuse_base} has not received {missing} of the "
+                    f"{len(expected)} generations"
+                )
+            time.sleep(1.0)
 
     def close(self) -> None:
         """Export what is pending, and stop the embedded services."""
@@ -190,31 +271,80 @@ class DemoServices:
         self.close()
 
 
+def _started(row: GenerationRow) -> Any:
+    from datetime import datetime, timedelta, timezone
+
+    return datetime.fromtimestamp(row.started_at, tz=timezone.utc) - timedelta(minutes=1)
+
+
+def _why(exc: BaseException) -> str:
+    """An HTTP client's or Langfuse's error as a short reason, without a traceback."""
+    status = getattr(exc, "status_code", None)
+    if status in (401, 403):
+        return f"the key was refused (HTTP {status})"
+    if status is not None:
+        return f"HTTP {status}"
+    cause = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    text = str(cause) or type(cause).__name__
+    if "refused" in text.lower():
+        return "connection refused"
+    return text.splitlines()[0][:200]
+
+
 def run_demo(environ: Mapping[str, str] | None = None, progress: Any = None) -> DemoResult:
-    """Run the demo's LangChain and LlamaIndex calls; `progress(description)` is told of each call."""
-    with DemoServices(environ) as services:
-        run_calls(services, progress)
-        received = services.embedded_langfuse
-        return DemoResult(
-            openrouter="embedded" if services.embedded_openrouter else services.openrouter_base,
-            langfuse="embedded" if received else services.langfuse_base,
-            rows=list(services.generations),
-            spans_received=len(received.spans) if received else None,
-        )
+    """Run the demo's LangChain and LlamaIndex calls, then check what reached Langfuse.
+
+    `progress(description)` hears what is being prepared and each call. Raises `DemoError` when
+    OpenRouter or Langfuse is unreachable or refuses the keys.
+    """
+    with DemoServices(environ, progress) as services:
+        return run_on(services)
 
 
-def run_calls(services: DemoServices, progress: Any = None) -> None:
-    """The demo's LangChain and LlamaIndex calls through `services`; `progress(description)` per call."""
-    report = progress or (lambda description: None)
-    services.collector.framework = "LangChain"
-    _langchain_calls(services, report)
-    services.collector.framework = "LlamaIndex"
-    _llama_index_calls(services, report)
-    run_cache_misses(services, report)
+def run_on(services: DemoServices) -> DemoResult:
+    """The demo's calls through `services`, and what Langfuse received of them."""
+    run_calls(services)
+    services.progress("Checking what Langfuse received")
+    export_error = services.check_export()
+    received = services.embedded_langfuse
+    return DemoResult(
+        openrouter="embedded" if services.embedded_openrouter else services.openrouter_base,
+        langfuse="embedded" if received else services.langfuse_base,
+        rows=list(services.generations),
+        spans_received=len(received.spans) if received else None,
+        export_error=export_error,
+    )
+
+
+def run_calls(services: DemoServices) -> None:
+    """The demo's calls through `services`: LangChain, then LlamaIndex."""
+    import openai
+
+    with requires_extra("all", "The demo"):
+        services.progress("Loading LangChain")
+        from langchain_openai import ChatOpenAI  # noqa: F401
+
+        from .. import langchain  # noqa: F401
+
+        services.progress("Loading LlamaIndex")
+        from llama_index.llms.openrouter import OpenRouter  # noqa: F401
+
+        from .. import llama_index  # noqa: F401
+    try:
+        _langchain_calls(services)
+        _llama_index_calls(services)
+        run_cache_misses(services)
+    except openai.APIConnectionError as exc:
+        raise DemoError(f"OpenRouter at {services.openrouter_base}: {_why(exc)}") from None
+    except openai.APIStatusError as exc:
+        message = exc.message.splitlines()[0][:200] if exc.message else ""
+        raise DemoError(f"OpenRouter at {services.openrouter_base}: {_why(exc)}: {message}") from None
     services.langfuse.flush()
 
 
-def _langchain_calls(services: DemoServices, report: Any) -> None:
+def _langchain_calls(services: DemoServices) -> None:
     from langchain_core.messages import HumanMessage, SystemMessage
     from langchain_core.output_parsers import StrOutputParser
     from langchain_openai import ChatOpenAI
@@ -247,11 +377,11 @@ def _langchain_calls(services: DemoServices, report: Any) -> None:
             | StrOutputParser()
         )
         for question in QUESTIONS:
-            report(f"LangChain · {model} · {question}")
+            services.calling("LangChain", model, question)
             chain.invoke([system, HumanMessage(content=question)], config={"callbacks": [handler]})
 
 
-def _llama_index_calls(services: DemoServices, report: Any) -> None:
+def _llama_index_calls(services: DemoServices) -> None:
     import llama_index.core
     from llama_index.core import Document, VectorStoreIndex
     from llama_index.core.node_parser import SentenceSplitter
@@ -270,6 +400,7 @@ def _llama_index_calls(services: DemoServices, report: Any) -> None:
             max_tokens=200,
             max_retries=1,
         )
+        services.progress("LlamaIndex: indexing the handbook")
         index = VectorStoreIndex.from_documents(
             [Document(text=handbook())],
             embed_model=HashEmbedding(),
@@ -278,8 +409,9 @@ def _llama_index_calls(services: DemoServices, report: Any) -> None:
         engine = index.as_query_engine(llm=llm, similarity_top_k=1)
         streaming = index.as_query_engine(llm=llm, similarity_top_k=1, streaming=True)
         for i, question in enumerate(RAG_QUESTIONS):
-            report(f"LlamaIndex · {OPENAI_MODEL} · {question}")
-            if i == len(RAG_QUESTIONS) - 1:
+            streamed = i == len(RAG_QUESTIONS) - 1
+            services.calling("LlamaIndex", OPENAI_MODEL, question, streamed=streamed)
+            if streamed:
                 response = streaming.query(question)
                 "".join(response.response_gen)  # type: ignore[union-attr]
             else:

@@ -56,11 +56,11 @@ def catalog_prices(catalog: PriceCatalog | None) -> Prices:
             loaded[0].preload()
             loaded[0].wait_until_idle(_PRICE_WAIT)
         source = loaded[0]
-        ids = (model, answered) if answered and answered != model else (model,)
-        found = source.pricing_for(ids, provider)
+        answering = answered or model  # priced as the model that answered; the recorded id stands in for it
+        found = source.pricing_for(answering, provider, requested=model)
         if not source.wait_until_idle(0):  # the serving endpoint's prices were still to come
             source.wait_until_idle(_PRICE_WAIT)
-            found = source.pricing_for(ids, provider)
+            found = source.pricing_for(answering, provider, requested=model)
         memo[key] = found
         return found
 
