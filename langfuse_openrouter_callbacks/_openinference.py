@@ -40,7 +40,9 @@ Streams: OpenRouter always sends a usage chunk last (LlamaIndex sends no `stream
 SDK parses it, and it arrives as the last `LLM*InProgressEvent` and as the end event's `response.raw`.
 The enrichment is written at that chunk, while OpenInference still holds the stream's span open (it
 ends the span on the end event). The handler also sits first among the dispatcher's handlers, so the
-end event reaches it before OpenInference ends the span.
+end event reaches it before OpenInference ends the span. A stream's generation also gets its completion
+start time: the time of its first `LLM*InProgressEvent` (the first chunk handed to the caller). Note that
+OpenInference dates a stream's span end at the time its method returned, before any chunk arrived.
 
 A call counts as OpenRouter's when the LLM is `llama_index.llms.openrouter.OpenRouter` or the response
 carries OpenRouter's cost, BYOK flag or `gen-` id. LlamaIndex's events do not carry the LLM's
@@ -54,6 +56,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from llama_index.core.instrumentation import get_dispatcher
@@ -101,6 +104,7 @@ class _Call:
     requested_model: str | None
     openrouter: bool  # known to be OpenRouter from the LLM's class
     recorded: Any = None  # the stream chunk whose usage is already on the span
+    first_chunk_at: datetime | None = None  # a stream's first chunk: its completion start time
 
 
 def _remember(table: OrderedDict[str, Any], key: str, value: Any) -> None:
@@ -137,6 +141,7 @@ class _Enricher:
             if isinstance(event, _START_EVENTS):
                 self._start(span_id, event.model_dict)
             elif isinstance(event, _PROGRESS_EVENTS):
+                self._chunk(span_id, event.timestamp)
                 raw = getattr(event.response, "raw", None)
                 if _usage_of(raw) is not None:  # OpenRouter's usage chunk, the stream's last
                     self._finish(span_id, raw, end=False)
@@ -164,6 +169,16 @@ class _Enricher:
         with self._lock:
             _remember(self._calls, span_id, call)
 
+    def _chunk(self, span_id: str, at: datetime) -> None:
+        """A stream's chunk reached the user: the first one's time is the call's completion start."""
+        with self._lock:
+            call = self._calls.get(span_id)
+            if call is None:
+                call = _Call(requested_model=None, openrouter=False)
+                _remember(self._calls, span_id, call)
+            if call.first_chunk_at is None:
+                call.first_chunk_at = at
+
     def _finish(self, span_id: str, raw: Any, *, end: bool) -> None:
         with self._lock:
             call = self._calls.pop(span_id, None) if end else self._calls.get(span_id)
@@ -182,7 +197,7 @@ class _Enricher:
             self._neutralize([span, *self._wrappers_of(span)])
             return
         enrichment = enrich(usage, self.catalog, requested_model=call.requested_model if call else None)
-        self._record(span, enrichment)
+        self._record(span, enrichment, call.first_chunk_at if call else None)
         with self._lock:
             if usage.generation_id:
                 _remember(self._generations, usage.generation_id, span_id)
@@ -214,8 +229,10 @@ class _Enricher:
                 return owner is not None and owner != span_id
             return span_id in self._wrappers
 
-    def _record(self, span: Any, enrichment: Enrichment) -> None:
-        attributes = otel_attributes(observation_type="generation", model=enrichment.usage.model)
+    def _record(self, span: Any, enrichment: Enrichment, first_chunk_at: datetime | None) -> None:
+        attributes = otel_attributes(
+            observation_type="generation", model=enrichment.usage.model, completion_start_time=first_chunk_at
+        )
         attributes.update(enrichment.attributes())
         for key, value in attributes.items():
             span[key] = value  # OpenInference sets its spans' attributes from these when they end
