@@ -29,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 from langfuse import Langfuse, get_client, propagate_attributes
+from llama_index.core.agent.workflow import AgentOutput
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -53,7 +54,7 @@ from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from llama_index.core.prompts import BasePromptTemplate
 from llama_index.core.schema import BaseComponent, BaseNode, NodeWithScore, QueryBundle
 from llama_index.core.tools.types import BaseTool, ToolOutput
-from llama_index.core.workflow import Workflow
+from llama_index.core.workflow import Context, Event, StopEvent, Workflow
 from pydantic import BaseModel as PydanticModel
 from pydantic import PrivateAttr
 
@@ -256,7 +257,7 @@ class LlamaIndexHandler:
             else {**self.trace_attributes, **(_trace_attributes.get() or {})}
         )
         as_type, name = _kind(instance, method, id_)
-        span = _Span(name, as_type, parent, attributes, id(instance), method, _arguments(bound_args))
+        span = _Span(name, as_type, parent, attributes, id(instance), method, _arguments(bound_args, as_type))
         if isinstance(instance, BaseLLM):
             span.llm = _llm_call(instance)  # started by its start event (a generation) or its first child
         elif isinstance(instance, BaseEmbedding):
@@ -713,12 +714,23 @@ def _llm_call(llm: BaseLLM) -> _LLMCall:
     return _LLMCall(model if isinstance(model, str) else None, parameters, openrouter)
 
 
-def _arguments(bound_args: Any) -> Any:
-    """A span's input: its call's arguments (one argument: just its value)."""
+def _arguments(bound_args: Any, as_type: str) -> Any:
+    """A span's input: its call's arguments (one argument: just its value); a run's: its start event."""
     arguments = getattr(bound_args, "arguments", None)
     if not arguments:
         return None
-    values = {k: _safe(v) for k, v in arguments.items() if not (k == "kwargs" and not v)}
+    if as_type == "agent" and "start_event" in arguments:
+        return _safe(arguments["start_event"])
+    if as_type == "tool" and isinstance(arguments.get("kwargs"), dict):  # the LLM's arguments, no Context
+        arguments = {
+            **arguments,
+            "kwargs": {k: v for k, v in arguments["kwargs"].items() if not isinstance(v, Context)},
+        }
+    values = {
+        k: _safe(v)
+        for k, v in arguments.items()
+        if not (k == "kwargs" and not v) and not isinstance(v, Context)
+    }
     if len(values) == 1:
         return next(iter(values.values()))
     return values or None
@@ -774,8 +786,18 @@ def _safe(value: Any, depth: int = 0) -> Any:
     if isinstance(value, BasePromptTemplate):
         template = getattr(value, "template", None)
         return template if isinstance(template, str) else f"<{type(value).__name__}>"
+    if isinstance(value, AgentOutput):
+        return _message(value.response)
+    if isinstance(value, StopEvent):
+        return _safe(value.result, depth + 1)
     if isinstance(value, PydanticModel) and not isinstance(value, BaseComponent):  # data: events, outputs
-        fields = {k: _safe(getattr(value, k, None), depth + 1) for k in type(value).model_fields}
+        fields = {
+            k: _safe(getattr(value, k, None), depth + 1)
+            for k, info in type(value).model_fields.items()
+            if not info.exclude
+        }
+        if isinstance(value, Event):  # a workflow event's own fields
+            fields.update({str(k): _safe(v, depth + 1) for k, v in value.to_dict().items()})
         return fields or type(value).__name__
     return f"<{type(value).__name__}>"
 
