@@ -12,6 +12,7 @@ import dataclasses
 import gc
 import logging
 import threading
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -49,11 +50,11 @@ DOCUMENTS = ["Lima is the capital of Peru.", "Paris is the capital of France."]
 @pytest.fixture
 def clean_llama_index() -> Iterator[None]:
     """Leave LlamaIndex's Settings and dispatcher as they were."""
-    llm, embed = Settings._llm, Settings._embed_model
+    llm, embed, manager = Settings._llm, Settings._embed_model, Settings._callback_manager
     dispatcher = get_dispatcher()
     span_handlers, event_handlers = list(dispatcher.span_handlers), list(dispatcher.event_handlers)
     yield
-    Settings._llm, Settings._embed_model = llm, embed
+    Settings._llm, Settings._embed_model, Settings._callback_manager = llm, embed, manager
     dispatcher.span_handlers[:], dispatcher.event_handlers[:] = span_handlers, event_handlers
 
 
@@ -210,6 +211,53 @@ def test_set_global_handler_listens_on_the_root_dispatcher_once(
 def test_legacy_ignore_arguments_warn(catalog, clean_llama_index, langfuse_client) -> None:
     with pytest.warns(DeprecationWarning, match="event_starts_to_ignore is ignored"):
         set_global_handler(price_catalog=catalog, event_starts_to_ignore=["llm"]).close()
+
+
+def test_what_the_handler_relies_on_in_llama_index(openrouter, clean_llama_index) -> None:
+    """LlamaIndex internals the handler reads (no public API says them): fails loudly if they change.
+
+    Span ids are `Class.method-<uuid>` (names, and how a repeated call is recognised); an index
+    construction opens no span but a legacy `as_trace` (its root); `Settings._callback_manager` is the
+    callback manager Settings made before the handler (it gets the handler too).
+    """
+    from llama_index.core.callbacks import CallbackManager
+    from llama_index.core.callbacks.base_handler import BaseCallbackHandler
+    from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
+
+    spans = SimpleSpanHandler()
+    dispatcher = get_dispatcher()
+    dispatcher.add_span_handler(spans)
+    openrouter_llm(openrouter).chat(HELLO)
+    ids = [s.id_.partition("-") for s in spans.completed_spans]
+    assert [name for name, _, _ in ids] == ["OpenRouter.chat", "OpenRouter.chat"]
+    assert all(uuid.UUID(rest) for _, _, rest in ids)
+
+    traces: list[str] = []
+
+    class Traces(BaseCallbackHandler):
+        def __init__(self) -> None:
+            super().__init__([], [])
+
+        def start_trace(self, trace_id: str | None = None) -> None:
+            traces.append(str(trace_id))
+
+        def end_trace(self, trace_id: str | None = None, trace_map: Any = None) -> None: ...
+
+        def on_event_start(self, *args: Any, **kwargs: Any) -> str:
+            return ""
+
+        def on_event_end(self, *args: Any, **kwargs: Any) -> None: ...
+
+    Settings.callback_manager = CallbackManager([Traces()])
+    assert Settings._callback_manager is Settings.callback_manager
+    spans.completed_spans.clear()
+    Settings.embed_model = HashEmbedding()
+    VectorStoreIndex.from_documents([Document(text=DOCUMENTS[0])])
+    assert traces[0] == "index_construction"
+    batches = [
+        s for s in spans.completed_spans if s.id_.startswith("HashEmbedding.get_text_embedding_batch-")
+    ]
+    assert batches and all(s.parent_id is None for s in batches)  # no span encloses the construction
 
 
 # ---------------------------------------------------------------------------- a lone LLM call
@@ -389,8 +437,10 @@ def test_streaming_query_yields_what_it_yields_without_the_handler(
     langfuse_client.flush()
     otlp_receiver.clear()
 
+    requests = len(openrouter.chat_requests)
     response = engine.query("capital of Peru?")
-    exported(langfuse_client, otlp_receiver)  # the query returned: nothing read its stream
+    exported(langfuse_client, otlp_receiver)  # the query returned and was exported: nothing read its stream
+    assert len(openrouter.chat_requests) == requests  # the LLM request waits for the user's first read
     chunks = list(response.response_gen)
     assert chunks == expected and "".join(chunks) == ANSWER and len(chunks) > 1
     seen = exported(langfuse_client, otlp_receiver)
@@ -570,6 +620,20 @@ async def test_chat_engine_achat_then_astream_chat_on_the_same_llm(
     (last,) = streamed
     root = seen.ancestors(last)[-1]
     assert root.name.endswith(".astream_chat") and root.attributes["langfuse.observation.output"] == ANSWER
+
+
+def test_an_index_built_with_a_callback_manager_made_before_is_one_trace(
+    openrouter, catalog, clean_llama_index, langfuse_client, otlp_receiver
+) -> None:
+    from llama_index.core.callbacks import CallbackManager
+
+    Settings.callback_manager = CallbackManager([])
+    handler = set_global_handler(price_catalog=catalog)
+    build_index(openrouter)
+    handler.close()
+    seen = exported(langfuse_client, otlp_receiver)
+    assert len(seen.traces) == 1 and seen.roots[0].name == "index_construction", seen.tree()
+    assert Settings.callback_manager.handlers == []  # closed: nothing of ours is left
 
 
 # ---------------------------------------------------------------------------- trace attributes, scores
