@@ -55,6 +55,7 @@ from llama_index.core.prompts import BasePromptTemplate
 from llama_index.core.schema import BaseComponent, BaseNode, NodeWithScore, QueryBundle
 from llama_index.core.tools.types import BaseTool, ToolOutput
 from llama_index.core.workflow import Context, Event, StopEvent, Workflow
+from opentelemetry import trace as otel_trace
 from pydantic import BaseModel as PydanticModel
 from pydantic import PrivateAttr
 
@@ -144,6 +145,11 @@ class _Span:
     event_id: str | None = None  # the span id the LLM's events carry (a generation's)
     waiting: bool = False  # returned a stream: ends when the stream's LLM call does
     ended: bool = False
+    context: Any = None  # once ended: its OpenTelemetry span context (late children's parent), not the span
+
+    @property
+    def unstarted(self) -> bool:
+        return self.observation is None and self.context is None
 
 
 class LlamaIndexHandler:
@@ -249,7 +255,7 @@ class LlamaIndexHandler:
         if repeated:
             self._aliases[id_] = parent  # the same call seen again (a subclass's override, a private step)
             return
-        if parent is not None and parent.observation is None:
+        if parent is not None and parent.unstarted:
             self._start(parent, parent.as_type)  # an LLM's span with a child: a wrapper, not the generation
         attributes = (
             parent.attributes
@@ -281,7 +287,7 @@ class LlamaIndexHandler:
             self._remember_streams(result, span)
             self._on_collected(result, span)
             return
-        if span.observation is None:
+        if span.unstarted:
             self._start(span, span.as_type)
         self._end(span, _output(result))
 
@@ -295,20 +301,21 @@ class LlamaIndexHandler:
         self._fail(span, err)
 
     def _exit_as_done(self, span: _Span) -> None:
-        if span.observation is None:
+        if span.unstarted:
             self._start(span, span.as_type)
         self._end(span, None)
 
     def _fail(self, span: _Span, err: BaseException | None) -> None:
         if span.event_id is not None:
             self._generations.pop(span.event_id, None)
-        if span.observation is None:
+        if span.unstarted:
             self._start(span, span.as_type)
         fields: dict[str, Any] = {"level": "ERROR", "status_message": f"{type(err).__name__}: {err}"}
         if span.generation:
             fields["cost_details"] = {"total": 0}
         span.ended = True
         span.observation.update(**fields).end()
+        _release(span)
 
     # ------------------------------------------------------------------ LLM events
 
@@ -325,7 +332,7 @@ class LlamaIndexHandler:
                 parameters[key] = value
         fields = {"model": llm.model, "model_parameters": parameters or None}
         fields["input"] = generation_input(messages, prompt)
-        if span.observation is None:
+        if span.unstarted:
             span.generation = True
             self._start(span, "generation", **fields)
         else:  # its span already had children: the generation is one of them
@@ -353,7 +360,11 @@ class LlamaIndexHandler:
         span.ended = True
         try:
             self._end_generation(span, response)
+        except Exception:
+            log_exception_once(self._logged, "llm-end", "could not record a LlamaIndex LLM call in Langfuse")
+            span.observation.end()  # recorded with what it has
         finally:
+            _release(span)
             self._end_waiting(span.parent, _text(response))
 
     def _llm_error(self, span_id: str, err: BaseException) -> None:
@@ -443,7 +454,7 @@ class LlamaIndexHandler:
 
     def _start(self, span: _Span, as_type: str, **fields: Any) -> None:
         parent = span.parent
-        if parent is not None and parent.observation is None:
+        if parent is not None and parent.unstarted:
             self._start(parent, parent.as_type)
         if span.input is not None and "input" not in fields:
             fields["input"] = span.input
@@ -458,19 +469,23 @@ class LlamaIndexHandler:
     def _observation(self, parent: _Span | None, name: str, as_type: str, fields: dict[str, Any]) -> Any:
         if parent is None:
             return self.langfuse.start_observation(name=name, as_type=as_type, **fields)  # type: ignore[call-overload]
-        return parent.observation.start_observation(name=name, as_type=as_type, **fields)
+        if parent.observation is not None:
+            return parent.observation.start_observation(name=name, as_type=as_type, **fields)
+        with otel_trace.use_span(otel_trace.NonRecordingSpan(parent.context)):  # a child of an ended span
+            return self.langfuse.start_observation(name=name, as_type=as_type, **fields)  # type: ignore[call-overload]
 
     def _end(self, span: _Span, output: Any) -> None:
         span.ended = True
         if output is not None:
             span.observation.update(output=output)
         span.observation.end()
+        _release(span)
 
     def _end_waiting(self, span: _Span | None, text: str | None) -> None:
         """End the spans that returned the stream this LLM call was: they end when it does."""
         while span is not None:
             if span.waiting and not span.ended:
-                if span.observation is None:
+                if span.unstarted:
                     self._start(span, span.as_type)
                 self._end(span, text)
             span = span.parent
@@ -484,6 +499,7 @@ class LlamaIndexHandler:
                 span.ended = True
                 self._generations.pop(span.event_id or "", None)
                 span.observation.end()
+                _release(span)
             else:
                 self._exit_as_done(span)
         except Exception:
@@ -668,6 +684,13 @@ class _EventHandler(BaseEventHandler):
 
 
 # ---------------------------------------------------------------------------- what spans record
+
+
+def _release(span: _Span) -> None:
+    """Keep only an ended observation's span context: its input and output are not held for its children."""
+    if span.observation is not None:
+        span.context = span.observation._otel_span.get_span_context()
+        span.observation = None
 
 
 def generation_input(messages: Sequence[Any] | None, prompt: str | None) -> Any:

@@ -478,6 +478,21 @@ async def test_async_streaming_query_yields_what_it_yields_without_the_handler(
     assert seen.ancestors(generation)[-1].name == "RetrieverQueryEngine.aquery"
 
 
+def test_nothing_is_held_after_the_calls(openrouter, handler, langfuse_client, otlp_receiver) -> None:
+    """Memory stays flat: what is open ends with the calls; what ended keeps no observation."""
+    index = build_index(openrouter)
+    index.as_query_engine(similarity_top_k=1).query("capital of Peru?")
+    list(index.as_query_engine(similarity_top_k=1, streaming=True).query("capital?").response_gen)
+    list(openrouter_llm(openrouter).stream_chat(HELLO))
+    gc.collect()
+    assert handler._open == {} and handler._aliases == {} and handler._generations == {}
+    assert handler._streams == {}
+    assert handler._ended and all(
+        s.observation is None and s.context is not None for s in handler._ended.values()
+    )
+    assert len(exported(langfuse_client, otlp_receiver).traces) == 4
+
+
 def test_retriever_alone(openrouter, handler, langfuse_client, otlp_receiver) -> None:
     retriever = build_index(openrouter).as_retriever(similarity_top_k=2)
     langfuse_client.flush()
