@@ -375,6 +375,39 @@ def test_llm_error_is_an_error_generation_costing_nothing(
     assert generation.cost_details == {"total": 0}
 
 
+def test_a_failed_stream_is_an_error_generation_costing_nothing(
+    openrouter, handler, langfuse_client, otlp_receiver
+) -> None:
+    openrouter.queue(error_spec(status=500, message="Internal Server Error"))
+    stream = openrouter_llm(openrouter).stream_chat(HELLO)
+    with pytest.raises(Exception, match="Internal Server Error"):
+        list(stream)
+    seen = exported(langfuse_client, otlp_receiver)
+    assert len(seen.traces) == 1
+    (generation,) = seen.generations
+    assert generation.attributes["langfuse.observation.level"] == "ERROR"
+    assert generation.cost_details == {"total": 0} and generation.usage_details is None
+    assert handler._generations == {}
+
+
+def test_a_failed_query_is_one_trace_with_its_error(
+    openrouter, handler, langfuse_client, otlp_receiver
+) -> None:
+    engine = build_index(openrouter).as_query_engine(similarity_top_k=1)
+    langfuse_client.flush()
+    otlp_receiver.clear()
+    openrouter.queue(error_spec(status=500, message="Internal Server Error"))
+    with pytest.raises(Exception, match="Internal Server Error"):
+        engine.query("capital of Peru?")
+    seen = exported(langfuse_client, otlp_receiver)
+    assert len(seen.traces) == 1
+    (generation,) = seen.generations
+    assert generation.cost_details == {"total": 0}
+    for span in [generation, *seen.ancestors(generation)]:
+        assert span.attributes["langfuse.observation.level"] == "ERROR", span.name
+    assert not [s for s in seen.spans if s.cost_details and s.cost_details.get("total")]
+
+
 def test_other_providers_get_their_usage_and_no_cost_of_ours(
     fake_openrouter, handler, langfuse_client, otlp_receiver
 ) -> None:
