@@ -217,9 +217,8 @@ class LlamaIndexHandler:
         self._aliases: dict[str, _Span] = {}  # span id -> the span whose call it repeats
         self._ended: OrderedDict[str, _Span] = OrderedDict()
         self._generations: dict[str, _Span] = {}  # by the span id LLM events carry
-        self._streams: dict[
-            FrameType, _Span
-        ] = {}  # a returned generator's frame -> the span that returned it
+        # a returned generator's frame -> the span that returned it
+        self._streams: dict[FrameType, _Span] = {}
         self._span_handler = _SpanHandler(self)
         self._event_handler = _EventHandler(self)
         self._operations = _Operations(self)
@@ -334,9 +333,11 @@ class LlamaIndexHandler:
         fields["input"] = generation_input(messages, prompt)
         if span.unstarted:
             span.generation = True
+            span.name = span.name.partition(".")[0]  # the LLM's class; its model is the generation's model
             self._start(span, "generation", **fields)
         else:  # its span already had children: the generation is one of them
-            child = _Span(span.name, "generation", span, span.attributes, span.instance_id, "", llm=llm)
+            name = span.name.partition(".")[0]
+            child = _Span(name, "generation", span, span.attributes, span.instance_id, "", llm=llm)
             child.generation = True
             self._start(child, "generation", **fields)
             span = child
@@ -705,8 +706,6 @@ def _kind(instance: Any, method: str, id_: str) -> tuple[str, str]:
     name = id_.partition("-")[0]
     if instance is None:
         return "span", name
-    if isinstance(instance, BaseLLM):
-        return "span", type(instance).__name__
     if isinstance(instance, Workflow):
         return ("agent" if method == "run" else "chain"), name
     if isinstance(instance, BaseTool):

@@ -353,9 +353,12 @@ def test_structured_predict(openrouter, handler, langfuse_client, otlp_receiver)
     seen = exported(langfuse_client, otlp_receiver)
     generation = assert_one_trace_one_generation(seen)
     (root,) = seen.roots
-    assert root.name == "OpenRouter" and root.observation_type == "span"
+    assert root.name == "OpenRouter.structured_predict" and root.observation_type == "span"
     assert "The capital of Peru?" in generation.attributes["langfuse.observation.input"]
-    assert [a.name for a in seen.ancestors(generation)][-1] == "OpenRouter"
+    assert [a.name for a in seen.ancestors(generation)] == [
+        "LLMTextCompletionProgram.__call__",
+        "OpenRouter.structured_predict",
+    ]
     assert root.json_attribute("langfuse.observation.output") == {"name": "Lima"} or "Lima" in str(
         root.attributes.get("langfuse.observation.output")
     )
