@@ -124,7 +124,9 @@ def function_agent_responder(base: ResponseSpec = CALL) -> Callable[[dict[str, A
 
 def react_responder(body: dict[str, Any]) -> ResponseSpec:
     """ReAct's text protocol: an action first; the answer once an observation is in the prompt."""
-    observed = any("Observation:" in str(m.get("content")) for m in _messages(body))
+    observed = any(
+        m.get("role") == "user" and str(m.get("content")).startswith("Observation:") for m in _messages(body)
+    )
     if observed:
         return replace(CALL, content=f"Thought: I can answer without using any more tools.\nAnswer: {ANSWER}")
     return replace(CALL, content='Thought: I need a tool.\nAction: multiply\nAction Input: {"a": 6, "b": 7}')
@@ -275,6 +277,7 @@ async def test_react_agent_with_a_tool_call(openrouter, handler, langfuse_client
 
     got = await run_and_stream(agent, user_msg=QUESTION)
     assert got == expected and got[0] == ANSWER
+    assert len(openrouter.chat_requests) == 2 * 2  # with and without the handler: an action, then the answer
     assert all(r.json()["stream"] for r in openrouter.chat_requests)
     spans = exported(langfuse_client, otlp_receiver)
     _, generations = assert_agent_run(spans, requests=2)
