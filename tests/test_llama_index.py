@@ -283,14 +283,16 @@ def test_complete(openrouter, handler, langfuse_client, otlp_receiver) -> None:
     assert generation.attributes["langfuse.observation.input"] == "hello"
 
 
-async def test_achat_and_acomplete_are_two_traces(
+async def test_achat_acomplete_then_astream_chat_on_the_same_llm(
     openrouter, handler, langfuse_client, otlp_receiver
 ) -> None:
     llm = openrouter_llm(openrouter)
     await llm.achat(HELLO)
     await llm.acomplete("hello")
+    stream = await llm.astream_chat(HELLO)
+    assert "".join([c.delta async for c in stream]) == ANSWER
     seen = exported(langfuse_client, otlp_receiver)
-    assert len(seen.traces) == 2 and len(seen.generations) == 2
+    assert len(seen.traces) == 3 and len(seen.generations) == 3
     for generation in seen.generations:
         assert_cached_call(generation)
 
@@ -327,17 +329,22 @@ def test_an_unconsumed_stream_ends_its_generation_when_dropped(
     assert generation.usage_details is None  # the usage chunk never came
 
 
+@pytest.mark.parametrize("is_chat_model", [True, False])
 def test_openai_like_wrapper_spans_are_not_priced(
-    openrouter, handler, langfuse_client, otlp_receiver
+    is_chat_model, openrouter, handler, langfuse_client, otlp_receiver
 ) -> None:
-    llm = openai_like(openrouter)
-    llm.chat(HELLO)
-    list(llm.stream_chat(HELLO))
+    llm = openai_like(openrouter).model_copy(update={"is_chat_model": is_chat_model})
+    assert llm.chat(HELLO).message.content == ANSWER
+    assert "".join(c.delta for c in llm.stream_chat(HELLO)) == ANSWER
     seen = exported(langfuse_client, otlp_receiver)
-    assert len(seen.traces) == 2 and len(seen.generations) == 2
+    assert len(seen.traces) == 2 and len(seen.generations) == 2, seen.tree()
     for generation in seen.generations:
         assert_cached_call(generation)
         assert generation.name == "OpenAILike"
+    for trace in seen.traces.values():
+        assert sum(s.observation_type == "generation" for s in trace) == 1
+    if not is_chat_model:  # chat() completes a prompt: its chat span wraps the completion's generation
+        assert "OpenAILike.chat" in {s.name for s in seen.spans if s.observation_type == "span"}
 
 
 def test_structured_predict(openrouter, handler, langfuse_client, otlp_receiver) -> None:
