@@ -453,6 +453,73 @@ def test_other_providers_get_their_usage_and_no_cost_of_ours(
     assert "openrouter" not in generation.metadata
 
 
+ANTHROPIC_RAW = {  # an Anthropic Message's usage: input_tokens without the cache
+    "id": "msg_01",
+    "model": "claude-sonnet-4-5-20250929",
+    "usage": {
+        "input_tokens": 100,
+        "cache_read_input_tokens": 6_000,
+        "cache_creation_input_tokens": 3_000,
+        "output_tokens": 50,
+    },
+}
+GEMINI_RAW = {  # Gemini's usage_metadata: prompt_token_count with the cache, thoughts beside candidates
+    "model_version": "gemini-2.5-flash",
+    "usage_metadata": {
+        "prompt_token_count": 1_000,
+        "cached_content_token_count": 600,
+        "candidates_token_count": 40,
+        "thoughts_token_count": 10,
+        "total_token_count": 1_050,
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("raw", "model", "usage"),
+    [
+        (
+            ANTHROPIC_RAW,
+            "claude-sonnet-4-5-20250929",
+            {
+                "input": 100,
+                "input_cache_read": 6_000,
+                "input_cache_creation": 3_000,
+                "output": 50,
+                "total": 9_150,
+            },
+        ),
+        (
+            GEMINI_RAW,
+            "gemini-2.5-flash",
+            {"input": 400, "input_cache_read": 600, "output": 40, "output_reasoning": 10, "total": 1_050},
+        ),
+    ],
+    ids=["anthropic", "gemini"],
+)
+def test_other_providers_usage_shapes_in_langfuses_keys(
+    raw, model, usage, handler, langfuse_client, otlp_receiver
+) -> None:
+    """What LlamaIndex's Anthropic and Gemini LLMs put in `response.raw`, as the LLM events carry it."""
+    from llama_index.core.base.llms.types import ChatResponse
+    from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
+    from llama_index.core.llms.mock import MockLLM
+
+    llm = MockLLM()
+    span_id = f"MockLLM.chat-{uuid.uuid4()}"
+    bound = inspect.signature(lambda messages: None).bind(HELLO)
+    response = ChatResponse(message=ChatMessage(role="assistant", content="ok"), raw=raw)
+    handler._span_handler.span_enter(id_=span_id, bound_args=bound, instance=llm)
+    handler._event_handler.handle(
+        LLMChatStartEvent(model_dict={}, messages=HELLO, additional_kwargs={}, span_id=span_id)
+    )
+    handler._event_handler.handle(LLMChatEndEvent(messages=HELLO, response=response, span_id=span_id))
+    handler._span_handler.span_exit(id_=span_id, bound_args=bound, instance=llm, result=response)
+    (generation,) = exported(langfuse_client, otlp_receiver).generations
+    assert generation.usage_details == usage and generation.model_name == model
+    assert generation.cost_details is None and "openrouter" not in generation.metadata
+
+
 # ---------------------------------------------------------------------------- query engines
 
 
