@@ -12,6 +12,10 @@ from the local OpenRouter (in a process of its own). Spans are exported to the e
 and read back: every generation must carry its own call's numbers. The same run with Langfuse's handler
 gives the throughput ratio; the contenders alternate, a few rounds each.
 
+LlamaIndex: the dispatcher notices of one real query engine query (15 spans: query, retrieval, embedding,
+synthesis, the OpenRouter call) replayed 20,000 times (2,000 with --quick) through `LlamaIndexHandler`,
+the same way; its bounded memory of ended spans is cycled through under tracemalloc before the baseline.
+
     python -m benchmarks.scale [--quick] [--skip-memory] [--skip-concurrency]
 """
 
@@ -236,6 +240,156 @@ def memory_rows(quick: bool) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------------------- LlamaIndex queries, memory
+
+TARGET_GROWTH_BYTES_PER_QUERY = 16  # as per generation: a query leaving its spans behind shows as 1,000s
+
+# The LlamaIndex handler's per-span state: empty once the queries have ended, but `_ended` (a bounded
+# memory of ended spans, for children that start late) and `_streams` (weak, per returned generator).
+_LLAMA_INDEX_STATE = ("_open", "_aliases", "_generations", "_streams", "_ended")
+_ENDED_KEPT = 4096  # llama_index._ENDED_KEPT
+
+
+def capture_query(base_url: str) -> list[Any]:
+    """One real `VectorStoreIndex` query (retrieval, embedding, synthesis, an OpenRouter call), as the
+    root dispatcher's handlers see it."""
+    from llama_index.core import Document, VectorStoreIndex
+
+    from langfuse_openrouter_callbacks.demo.embedding import HashEmbedding
+
+    from .handlers import capture_notices, openrouter_llm
+
+    index = VectorStoreIndex.from_documents(
+        [Document(text="Refunds take 5 to 7 business days."), Document(text="Support is open 9 to 5.")],
+        embed_model=HashEmbedding(),
+    )
+    engine = index.as_query_engine(llm=openrouter_llm(base_url), similarity_top_k=1)
+    notices = capture_notices(lambda: engine.query(f"How long do refunds take? {marker(7)}"))
+    kinds = {type(n.event).__name__ for n in notices if n.kind == "event"}
+    assert {"QueryStartEvent", "RetrievalEndEvent", "LLMChatEndEvent"} <= kinds, kinds
+    return notices
+
+
+def llama_index_sequential(handler: Any, notices: list[Any], total: int, client: Any) -> dict[str, Any]:
+    """`total` replays of the query's notices (fresh span ids each); tracemalloc after a warm-up."""
+    from .handlers import deliver, fresh
+
+    def queries(count: int) -> None:
+        for i in range(count):
+            for notice in fresh(notices):
+                deliver(handler, notice)
+            if i % 100 == 99:
+                client.flush()  # keep the exporter's queue (2,048 spans) from overflowing
+
+    queries(min(2000, total // 5))  # warm-up: caches, lazily built structures, the exporter's queue
+    client.flush()
+    settle()
+    tracemalloc.start()
+    # The handler keeps the last 4,096 ended spans (for children that start late): a bounded memory whose
+    # entries were allocated before tracemalloc started. Cycle it through once under tracemalloc first,
+    # so that replacing its entries during the run counts as what it is: nothing.
+    spans = sum(n.kind == "enter" for n in notices)
+    queries(_ENDED_KEPT // spans + 100)
+    client.flush()
+    gc.collect()
+    ring = tracemalloc.get_traced_memory()[0]
+    before = tracemalloc.take_snapshot()
+    baseline = tracemalloc.get_traced_memory()[0]
+    samples = []
+    step = max(1, total // 10)
+    t0 = time.perf_counter()
+    for done in range(0, total, step):
+        queries(min(step, total - done))
+        client.flush()
+        gc.collect()  # what is left, not what awaits the collector
+        samples.append(tracemalloc.get_traced_memory()[0] - baseline)
+    elapsed = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1] - baseline
+    after = _ours(tracemalloc.take_snapshot())
+    before = _ours(before)
+    tracemalloc.stop()
+    left = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    state = {name: len(getattr(handler, name)) for name in _LLAMA_INDEX_STATE}
+    return {
+        "left": left,
+        "peak": peak,
+        "ring": ring,
+        "samples": samples,
+        "top": _top_growth(before, after),
+        "state": state,
+        "us_per_query": elapsed / total * 1e6,
+    }
+
+
+def llama_index_memory_rows(quick: bool) -> list[Row]:
+    from langfuse_openrouter_callbacks import PriceCatalog
+    from langfuse_openrouter_callbacks.llama_index import LlamaIndexHandler
+
+    from ._servers import LocalOpenRouter
+
+    total = 2_000 if quick else 20_000
+    openrouter = LocalOpenRouter().start()
+    cache_dir = scratch("scale-li-")
+    os.environ["OPENROUTER_API_BASE"] = openrouter.base_url
+    write_price_cache(
+        cache_dir, openrouter.base_url, synthetic_models(1000), endpoints={MODEL: endpoint_entries()}
+    )
+    catalog = PriceCatalog(api_base=openrouter.base_url, cache_dir=cache_dir)
+    client, provider = langfuse_client("http://127.0.0.1:9", span_exporter=_DropSpans())
+    try:
+        notices = capture_query(openrouter.base_url)
+        openrouter.stop()
+        handler = LlamaIndexHandler(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog)
+        catalog.wait_until_idle(5)
+        mine = llama_index_sequential(handler, notices, total, client)
+    finally:
+        close_langfuse(client, provider)
+    spans = sum(n.kind == "enter" for n in notices)
+    per_query = mine["left"] / total
+    half = mine["samples"][len(mine["samples"]) // 2 - 1]
+    slope = (mine["samples"][-1] - half) / (total - total // 2)
+    state = mine["state"]
+    leftover = {k: v for k, v in state.items() if v and k != "_ended"}
+    curve = " ".join(f"{s / 1024:.0f}" for s in mine["samples"])
+    rows = [
+        Row(
+            NAME,
+            f"LlamaIndex: memory growth over the 2nd half of {total:,} queries ({spans} spans each)",
+            f"{(mine['samples'][-1] - half) / 1024:.1f} kB = {slope:.1f} B/query",
+            f"<= {TARGET_GROWTH_BYTES_PER_QUERY} B/query",
+            slope <= TARGET_GROWTH_BYTES_PER_QUERY,
+            slope,
+        ),
+        Row(
+            NAME,
+            "  memory left after the whole run",
+            f"{mine['left'] / 1024:.1f} kB = {per_query:.1f} B/query",
+        ),
+        Row(NAME, "  traced memory every 10% of the run (kB)", curve),
+        Row(NAME, "  peak traced memory during the run", f"{mine['peak'] / 1024:.0f} kB"),
+        Row(
+            NAME,
+            f"  held by the handler's memory of the last {state['_ended']:,} ended spans (bounded)",
+            f"{mine['ring'] / 1024:.0f} kB = {mine['ring'] / max(1, state['_ended']):.0f} B/span",
+        ),
+        Row(
+            NAME,
+            "  per-call state left in the handler (ended spans kept: bounded)",
+            ", ".join(f"{k}={v}" for k, v in state.items()),
+            "only _ended",
+            not leftover,
+        ),
+        Row(NAME, "  one query's notices under tracemalloc", f"{mine['us_per_query']:.0f} µs"),
+    ]
+    notes = [
+        "the notices (span enters and exits, events) of one real query, replayed with fresh ids;",
+        "tracemalloc's own snapshots and this benchmark's lists are filtered out of the figures.",
+        *("largest growth: " + line for line in mine["top"]),
+    ]
+    print_table(f"{NAME}: LlamaIndex queries, memory (tracemalloc after a warm-up)", rows, notes)
+    return rows
+
+
 # ---------------------------------------------------------------------------- concurrent chains
 
 
@@ -403,6 +557,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[Row] = []
     if not args.skip_memory:
         rows += memory_rows(args.quick)
+        rows += llama_index_memory_rows(args.quick)
     if not args.skip_concurrency:
         rows += concurrency_rows(args.quick)
     emit(rows)
