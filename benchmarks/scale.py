@@ -250,45 +250,53 @@ _LLAMA_INDEX_STATE = ("_open", "_aliases", "_generations", "_streams", "_ended")
 _ENDED_KEPT = 4096  # llama_index._ENDED_KEPT
 
 
-def capture_query(base_url: str) -> list[Any]:
-    """One real `VectorStoreIndex` query (retrieval, embedding, synthesis, an OpenRouter call), as the
-    root dispatcher's handlers see it."""
+def _query_engine(base_url: str, streaming: bool = False) -> Any:
     from llama_index.core import Document, VectorStoreIndex
 
     from langfuse_openrouter_callbacks.demo.embedding import HashEmbedding
 
-    from .handlers import capture_notices, openrouter_llm
+    from .handlers import openrouter_llm
 
     index = VectorStoreIndex.from_documents(
         [Document(text="Refunds take 5 to 7 business days."), Document(text="Support is open 9 to 5.")],
         embed_model=HashEmbedding(),
     )
-    engine = index.as_query_engine(llm=openrouter_llm(base_url), similarity_top_k=1)
-    notices = capture_notices(lambda: engine.query(f"How long do refunds take? {marker(7)}"))
+    return index.as_query_engine(llm=openrouter_llm(base_url), similarity_top_k=1, streaming=streaming)
+
+
+QUESTION = f"How long do refunds take? {marker(7)}"
+
+
+def capture_query(base_url: str) -> list[Any]:
+    """One real `VectorStoreIndex` query (retrieval, embedding, synthesis, an OpenRouter call), as the
+    root dispatcher's handlers see it."""
+    from .handlers import capture_notices
+
+    engine = _query_engine(base_url)
+    notices = capture_notices(lambda: engine.query(QUESTION))
     kinds = {type(n.event).__name__ for n in notices if n.kind == "event"}
     assert {"QueryStartEvent", "RetrievalEndEvent", "LLMChatEndEvent"} <= kinds, kinds
     return notices
 
 
-def llama_index_sequential(handler: Any, notices: list[Any], total: int, client: Any) -> dict[str, Any]:
-    """`total` replays of the query's notices (fresh span ids each); tracemalloc after a warm-up."""
-    from .handlers import deliver, fresh
+def llama_index_sequential(
+    handler: Any, query: Any, spans: int, total: int, client: Any, warm_up: int
+) -> dict[str, Any]:
+    """`total` calls of `query()`; tracemalloc after a warm-up. Figures and the handler's state."""
 
     def queries(count: int) -> None:
         for i in range(count):
-            for notice in fresh(notices):
-                deliver(handler, notice)
+            query()
             if i % 100 == 99:
                 client.flush()  # keep the exporter's queue (2,048 spans) from overflowing
 
-    queries(min(2000, total // 5))  # warm-up: caches, lazily built structures, the exporter's queue
+    queries(warm_up)  # caches, lazily built structures, the exporter's queue
     client.flush()
     settle()
     tracemalloc.start()
     # The handler keeps the last 4,096 ended spans (for children that start late): a bounded memory whose
     # entries were allocated before tracemalloc started. Cycle it through once under tracemalloc first,
     # so that replacing its entries during the run counts as what it is: nothing.
-    spans = sum(n.kind == "enter" for n in notices)
     queries(_ENDED_KEPT // spans + 100)
     client.flush()
     gc.collect()
@@ -321,13 +329,52 @@ def llama_index_sequential(handler: Any, notices: list[Any], total: int, client:
     }
 
 
+def _memory_rows(label: str, total: int, spans: int, figures: dict[str, Any]) -> list[Row]:
+    samples = figures["samples"]
+    half = samples[len(samples) // 2 - 1]
+    slope = (samples[-1] - half) / (total - total // 2)
+    state = figures["state"]
+    leftover = {k: v for k, v in state.items() if v and k != "_ended"}
+    return [
+        Row(
+            NAME,
+            f"LlamaIndex {label}: memory growth over the 2nd half of {total:,} ({spans} spans each)",
+            f"{(samples[-1] - half) / 1024:.1f} kB = {slope:.1f} B/query",
+            f"<= {TARGET_GROWTH_BYTES_PER_QUERY} B/query",
+            slope <= TARGET_GROWTH_BYTES_PER_QUERY,
+            slope,
+        ),
+        Row(
+            NAME,
+            "  memory left after the whole run",
+            f"{figures['left'] / 1024:.1f} kB = {figures['left'] / total:.1f} B/query",
+        ),
+        Row(NAME, "  traced memory every 10% of the run (kB)", " ".join(f"{s / 1024:.0f}" for s in samples)),
+        Row(NAME, "  peak traced memory during the run", f"{figures['peak'] / 1024:.0f} kB"),
+        Row(
+            NAME,
+            f"  held by the handler's memory of the last {state['_ended']:,} ended spans (bounded)",
+            f"{figures['ring'] / 1024:.0f} kB = {figures['ring'] / max(1, state['_ended']):.0f} B/span",
+        ),
+        Row(
+            NAME,
+            "  per-call state left in the handler (ended spans kept: bounded)",
+            ", ".join(f"{k}={v}" for k, v in state.items()),
+            "only _ended",
+            not leftover,
+        ),
+        Row(NAME, "  one query under tracemalloc", f"{figures['us_per_query']:.0f} µs"),
+    ]
+
+
 def llama_index_memory_rows(quick: bool) -> list[Row]:
     from langfuse_openrouter_callbacks import PriceCatalog
-    from langfuse_openrouter_callbacks.llama_index import LlamaIndexHandler
+    from langfuse_openrouter_callbacks.llama_index import LlamaIndexHandler, set_global_handler
 
     from ._servers import LocalOpenRouter
+    from .handlers import deliver, fresh
 
-    total = 2_000 if quick else 20_000
+    total, streamed = (2_000, 200) if quick else (20_000, 2_000)
     openrouter = LocalOpenRouter().start()
     cache_dir = scratch("scale-li-")
     os.environ["OPENROUTER_API_BASE"] = openrouter.base_url
@@ -338,56 +385,100 @@ def llama_index_memory_rows(quick: bool) -> list[Row]:
     client, provider = langfuse_client("http://127.0.0.1:9", span_exporter=_DropSpans())
     try:
         notices = capture_query(openrouter.base_url)
-        openrouter.stop()
+        spans = sum(n.kind == "enter" for n in notices)
         handler = LlamaIndexHandler(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog)
         catalog.wait_until_idle(5)
-        mine = llama_index_sequential(handler, notices, total, client)
+
+        def replayed() -> None:
+            for notice in fresh(notices):
+                deliver(handler, notice)
+
+        mine = llama_index_sequential(handler, replayed, spans, total, client, min(2000, total // 5))
+        # Streams for real: the handler on the dispatcher, each answer read to its end over HTTP. Counted
+        # rather than traced (tracemalloc makes a real query ~10x slower): the live objects per type.
+        engine = _query_engine(openrouter.base_url, streaming=True)
+        live = set_global_handler(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog)
+        try:
+            streams = streamed_queries(live, engine, streamed, client)
+        finally:
+            live.close()
     finally:
         close_langfuse(client, provider)
-    spans = sum(n.kind == "enter" for n in notices)
-    per_query = mine["left"] / total
-    half = mine["samples"][len(mine["samples"]) // 2 - 1]
-    slope = (mine["samples"][-1] - half) / (total - total // 2)
-    state = mine["state"]
-    leftover = {k: v for k, v in state.items() if v and k != "_ended"}
-    curve = " ".join(f"{s / 1024:.0f}" for s in mine["samples"])
-    rows = [
+        openrouter.stop()
+    rows = _memory_rows("queries (replayed)", total, spans, mine)
+    grown = streams["grown"]
+    second_half = streamed - streamed // 2
+    # one object left behind per query would be +1,000; the ring's phase moves the counts by a few
+    tolerance = second_half // 10
+    leftover = {k: v for k, v in streams["state"].items() if v and k != "_ended"}
+    rows += [
         Row(
             NAME,
-            f"LlamaIndex: memory growth over the 2nd half of {total:,} queries ({spans} spans each)",
-            f"{(mine['samples'][-1] - half) / 1024:.1f} kB = {slope:.1f} B/query",
-            f"<= {TARGET_GROWTH_BYTES_PER_QUERY} B/query",
-            slope <= TARGET_GROWTH_BYTES_PER_QUERY,
-            slope,
+            f"LlamaIndex streamed queries (real, HTTP): live objects gained in the last {second_half:,}",
+            ", ".join(f"{k} {v:+d}" for k, v in grown.items()),
+            f"each < {tolerance}",
+            all(v < tolerance for v in grown.values()),
         ),
         Row(
             NAME,
-            "  memory left after the whole run",
-            f"{mine['left'] / 1024:.1f} kB = {per_query:.1f} B/query",
-        ),
-        Row(NAME, "  traced memory every 10% of the run (kB)", curve),
-        Row(NAME, "  peak traced memory during the run", f"{mine['peak'] / 1024:.0f} kB"),
-        Row(
-            NAME,
-            f"  held by the handler's memory of the last {state['_ended']:,} ended spans (bounded)",
-            f"{mine['ring'] / 1024:.0f} kB = {mine['ring'] / max(1, state['_ended']):.0f} B/span",
-        ),
-        Row(
-            NAME,
-            "  per-call state left in the handler (ended spans kept: bounded)",
-            ", ".join(f"{k}={v}" for k, v in state.items()),
+            "  per-call state left in the handler",
+            ", ".join(f"{k}={v}" for k, v in streams["state"].items()),
             "only _ended",
             not leftover,
         ),
-        Row(NAME, "  one query's notices under tracemalloc", f"{mine['us_per_query']:.0f} µs"),
+        Row(NAME, "  one streamed query, read to its end", f"{streams['us_per_query']:.0f} µs"),
     ]
     notes = [
-        "the notices (span enters and exits, events) of one real query, replayed with fresh ids;",
+        "replayed: the notices (span enters and exits, events) of one real query, with fresh span ids;",
+        "streamed: real streaming queries to the local OpenRouter, each response_gen read to its end;",
+        "  live objects counted after a collection, at half-time and at the end, by type and in all;",
         "tracemalloc's own snapshots and this benchmark's lists are filtered out of the figures.",
-        *("largest growth: " + line for line in mine["top"]),
+        *("largest growth, replayed: " + line for line in mine["top"]),
     ]
     print_table(f"{NAME}: LlamaIndex queries, memory (tracemalloc after a warm-up)", rows, notes)
     return rows
+
+
+_COUNTED = ("_Span", "_LLMCall", "LangfuseSpan", "LangfuseGeneration", "finalize", "StreamingResponse")
+
+
+def _live() -> dict[str, int]:
+    gc.collect()
+    counts = dict.fromkeys(_COUNTED, 0)
+    objects = gc.get_objects()
+    for obj in objects:
+        name = type(obj).__name__
+        if name in counts:
+            counts[name] += 1
+    counts["gc-tracked objects"] = len(objects)
+    return counts
+
+
+def streamed_queries(handler: Any, engine: Any, total: int, client: Any) -> dict[str, Any]:
+    """`total` streamed queries read to their end; live objects at half-time and at the end."""
+
+    def queries(count: int) -> None:
+        for i in range(count):
+            assert "".join(engine.query(QUESTION).response_gen)
+            if i % 100 == 99:
+                client.flush()
+
+    queries(_ENDED_KEPT // 10 + 100)  # warm-up, and the memory of ended spans full
+    client.flush()
+    queries(total // 2)
+    client.flush()
+    half = _live()
+    t0 = time.perf_counter()
+    queries(total - total // 2)
+    elapsed = time.perf_counter() - t0
+    client.flush()
+    end = _live()
+    grown = {k: end[k] - half[k] for k in end}
+    return {
+        "grown": grown,
+        "state": {name: len(getattr(handler, name)) for name in _LLAMA_INDEX_STATE},
+        "us_per_query": elapsed / (total - total // 2) * 1e6,
+    }
 
 
 # ---------------------------------------------------------------------------- concurrent chains
