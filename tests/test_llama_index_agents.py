@@ -29,9 +29,8 @@ from llama_index.core.agent.workflow import AgentStream, AgentWorkflow, Function
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms import ChatMessage
 from llama_index.core.tools import FunctionTool
+from llama_index.core.workflow import Context, Event, StartEvent, StopEvent, Workflow, step
 from llama_index.llms.openrouter import OpenRouter
-from workflows import Context, Workflow, step
-from workflows.events import Event, StartEvent, StopEvent
 
 from langfuse_openrouter_callbacks.llama_index import set_global_handler, trace_attributes
 from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED
