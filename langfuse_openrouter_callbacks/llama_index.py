@@ -319,12 +319,24 @@ class LlamaIndexHandler:
     # ------------------------------------------------------------------ LLM events
 
     def _llm_start(
-        self, span_id: str, messages: Sequence[Any] | None, prompt: str | None, kwargs: Any
+        self,
+        span_id: str,
+        messages: Sequence[Any] | None,
+        prompt: str | None,
+        kwargs: Any,
+        model_dict: Mapping[str, Any],
     ) -> None:
         span = self._find(span_id)
-        if span is None or span.llm is None:
-            return
-        llm = span.llm
+        llm = span.llm if span is not None else None
+        if span is None or llm is None:  # an LLM whose call opened no span of its own: still one generation
+            llm = _llm_call_from_payload(model_dict)
+            name = str(model_dict.get("class_name") or "LLM").removesuffix("_LLM")
+            attributes = (
+                span.attributes
+                if span is not None
+                else {**self.trace_attributes, **(_trace_attributes.get() or {})}
+            )
+            span = _Span(name, "generation", span, attributes, 0, name, llm=llm)
         parameters = dict(llm.parameters)
         for key, value in (kwargs or {}).items():
             if isinstance(value, (str, int, float, bool)):
@@ -672,11 +684,23 @@ class _EventHandler(BaseEventHandler):
             handler._guard("llm-progress", handler._llm_progress, span_id, event.response)
         elif kind is LLMChatStartEvent:
             handler._guard(
-                "llm-start", handler._llm_start, span_id, event.messages, None, event.additional_kwargs
+                "llm-start",
+                handler._llm_start,
+                span_id,
+                event.messages,
+                None,
+                event.additional_kwargs,
+                event.model_dict,
             )
         elif kind is LLMCompletionStartEvent:
             handler._guard(
-                "llm-start", handler._llm_start, span_id, None, event.prompt, event.additional_kwargs
+                "llm-start",
+                handler._llm_start,
+                span_id,
+                None,
+                event.prompt,
+                event.additional_kwargs,
+                event.model_dict,
             )
         elif kind is LLMChatEndEvent or kind is LLMCompletionEndEvent:
             handler._guard("llm-end", handler._llm_end, span_id, event.response)
@@ -734,6 +758,15 @@ def _llm_call(llm: BaseLLM) -> _LLMCall:
     base = getattr(llm, "api_base", None) or getattr(llm, "base_url", None)
     openrouter = type(llm).__name__ == "OpenRouter" or is_openrouter_url(str(base) if base else None)
     return _LLMCall(model if isinstance(model, str) else None, parameters, openrouter)
+
+
+def _llm_call_from_payload(model_dict: Mapping[str, Any]) -> _LLMCall:
+    """What LlamaIndex's LLM start event says of the LLM (its metadata), when its instance is unknown."""
+    model = model_dict.get("model_name") or model_dict.get("model")
+    openrouter = model_dict.get("class_name") == "OpenRouter_LLM" or any(
+        is_openrouter_url(model_dict.get(key)) for key in ("api_base", "base_url")
+    )
+    return _LLMCall(model if isinstance(model, str) else None, {}, openrouter)
 
 
 def _arguments(bound_args: Any, as_type: str) -> Any:

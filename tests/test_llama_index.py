@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import inspect
 import logging
 import threading
 import uuid
@@ -409,6 +410,28 @@ def test_a_failed_query_is_one_trace_with_its_error(
     for span in [generation, *seen.ancestors(generation)]:
         assert span.attributes["langfuse.observation.level"] == "ERROR", span.name
     assert not [s for s in seen.spans if s.cost_details and s.cost_details.get("total")]
+
+
+def test_an_llm_call_without_a_span_of_its_own_is_still_one_generation(
+    openrouter, handler, langfuse_client, otlp_receiver
+) -> None:
+    """LLM events whose span is not an LLM's (an LLM class outside LlamaIndex's span mixin)."""
+    from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
+
+    response = openrouter_llm(openrouter)._chat(HELLO)  # the real response, without LlamaIndex's spans
+    otlp_receiver.clear()
+    span_id = f"MyPipeline.run-{uuid.uuid4()}"
+    bound = inspect.signature(lambda question: None).bind("hi")
+    handler._span_handler.span_enter(id_=span_id, bound_args=bound, instance=None)
+    model_dict = {"class_name": "OpenRouter_LLM", "model_name": REQUESTED}
+    handler._event_handler.handle(
+        LLMChatStartEvent(model_dict=model_dict, messages=HELLO, additional_kwargs={}, span_id=span_id)
+    )
+    handler._event_handler.handle(LLMChatEndEvent(messages=HELLO, response=response, span_id=span_id))
+    handler._span_handler.span_exit(id_=span_id, bound_args=bound, instance=None, result="done")
+    seen = exported(langfuse_client, otlp_receiver)
+    generation = assert_one_trace_one_generation(seen)
+    assert generation.name == "OpenRouter" and seen.by_id[generation.parent_span_id].name == "MyPipeline.run"
 
 
 def test_other_providers_get_their_usage_and_no_cost_of_ours(
