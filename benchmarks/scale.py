@@ -13,7 +13,7 @@ and read back: every generation must carry its own call's numbers. The same run 
 gives the throughput ratio; the contenders alternate, a few rounds each.
 
 LlamaIndex: the dispatcher notices of one real query engine query (15 spans: query, retrieval, embedding,
-synthesis, the OpenRouter call) replayed 20,000 times (2,000 with --quick) through `LlamaIndexHandler`,
+synthesis, the OpenRouter call) replayed 20,000 times (1,000 with --quick) through `LlamaIndexHandler`,
 the same way; its bounded memory of ended spans is cycled through under tracemalloc before the baseline.
 
     python -m benchmarks.scale [--quick] [--skip-memory] [--skip-concurrency]
@@ -374,7 +374,7 @@ def llama_index_memory_rows(quick: bool) -> list[Row]:
     from ._servers import LocalOpenRouter
     from .handlers import deliver, fresh
 
-    total, streamed = (2_000, 200) if quick else (20_000, 2_000)
+    total, streamed = (1_000, 200) if quick else (20_000, 2_000)
     openrouter = LocalOpenRouter().start()
     cache_dir = scratch("scale-li-")
     os.environ["OPENROUTER_API_BASE"] = openrouter.base_url
