@@ -29,13 +29,19 @@ from llama_index.core.agent.workflow import AgentStream, AgentWorkflow, Function
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms import ChatMessage
 from llama_index.core.tools import FunctionTool
+from llama_index.core.workflow import Context, Event, StartEvent, StopEvent, Workflow, step
 from llama_index.llms.openrouter import OpenRouter
-from workflows import Context, Workflow, step
-from workflows.events import Event, StartEvent, StopEvent
 
 from langfuse_openrouter_callbacks.llama_index import set_global_handler, trace_attributes
 from tests.scenario import CACHED_CALL, DATED, EXPECTED_USAGE, REQUESTED
-from tests.support.openrouter_server import FakeOpenRouter, ResponseSpec, ToolCall, marker, marker_responder
+from tests.support.openrouter_server import (
+    FakeOpenRouter,
+    ResponseSpec,
+    ToolCall,
+    error_spec,
+    marker,
+    marker_responder,
+)
 from tests.support.otlp_receiver import ExportedSpan, OTLPReceiver
 
 QUESTION = "What is 6 times 7?"
@@ -440,3 +446,67 @@ async def test_trace_attributes_reach_every_observation_of_a_run(
         assert span.attributes["user.id"] == "u-1" and span.attributes["session.id"] == "s-7", span.name
         assert span.attributes["langfuse.trace.name"] == "math", span.name
         assert list(span.attributes["langfuse.trace.tags"]) == ["agents"], span.name
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+def broken_multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    raise ValueError("the multiplier is broken")
+
+
+async def test_a_failing_tool_is_an_error_and_the_run_goes_on(
+    openrouter, handler, langfuse_client, otlp_receiver
+) -> None:
+    # FunctionTool turns the exception into an error ToolOutput; the agent hands it to the LLM and answers
+    openrouter.set_responder(function_agent_responder())
+    tool = FunctionTool.from_defaults(broken_multiply, name="multiply")
+    agent = FunctionAgent(tools=[tool], llm=function_calling_llm(openrouter))
+    with without_our_handler():
+        expected = await run_and_stream(agent, user_msg=QUESTION)
+    langfuse_client.flush()
+    otlp_receiver.clear()
+
+    assert await run_and_stream(agent, user_msg=QUESTION) == expected
+    spans = exported(langfuse_client, otlp_receiver)
+    root = assert_one_trace(spans, requests=2)
+    assert root.attributes.get("langfuse.observation.level") != "ERROR"  # the run itself succeeded
+    (failed,) = of_type(spans, "tool")
+    assert failed.name == "multiply" and decoded(failed, INPUT) == {"a": 6, "b": 7}
+    assert failed.attributes["langfuse.observation.level"] == "ERROR"
+    assert "the multiplier is broken" in failed.attributes["langfuse.observation.status_message"]
+    assert "the multiplier is broken" in text_of(decoded(of_type(spans, "generation")[1], INPUT))
+
+
+async def test_an_llm_error_ends_the_run_in_one_trace(
+    openrouter, handler, langfuse_client, otlp_receiver
+) -> None:
+    def failing_second_request() -> None:
+        openrouter.queue(
+            replace(CALL, content=None, tool_calls=(ToolCall("multiply", {"a": 6, "b": 7}),)),
+            error_spec(status=500, message="Internal Server Error"),
+        )
+
+    agent = FunctionAgent(tools=[FunctionTool.from_defaults(multiply)], llm=function_calling_llm(openrouter))
+    failing_second_request()
+    with without_our_handler(), pytest.raises(Exception) as without:
+        await run_and_stream(agent, user_msg=QUESTION)
+    langfuse_client.flush()
+    otlp_receiver.clear()
+
+    failing_second_request()
+    with pytest.raises(Exception) as with_handler:
+        await run_and_stream(agent, user_msg=QUESTION)
+    assert (type(with_handler.value), str(with_handler.value)) == (type(without.value), str(without.value))
+    spans = exported(langfuse_client, otlp_receiver)
+    assert len({s.trace_id for s in spans}) == 1
+    (root,) = [s for s in spans if s.parent_span_id is None]
+    assert root.observation_type == "agent" and root.attributes["langfuse.observation.level"] == "ERROR"
+    answered, failed = of_type(spans, "generation")
+    assert_openrouter_generation(answered)
+    assert failed.attributes["langfuse.observation.level"] == "ERROR"
+    assert "Internal Server Error" in failed.attributes["langfuse.observation.status_message"]
+    assert failed.cost_details == {"total": 0} and failed.usage_details is None
+    assert len(of_type(spans, "tool")) == 1
+    assert sum((s.cost_details or {}).get("total", 0) for s in spans) == pytest.approx(0.0241, abs=1e-12)
