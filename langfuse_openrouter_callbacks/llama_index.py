@@ -719,7 +719,12 @@ def _release(span: _Span) -> None:
 
 
 def generation_input(messages: Sequence[Any] | None, prompt: str | None) -> Any:
-    """A generation's input, from the request's messages (chat) or prompt (completion), at its start."""
+    """A generation's input, from the request's messages (chat) or prompt (completion), at its start.
+
+    The one place the handler has an LLM request's messages as the request starts (`_llm_start`
+    calls it for every generation): what is derived from them, such as prompt-prefix fingerprints,
+    belongs here.
+    """
     if messages is not None:
         return [_message(m) for m in messages]
     return prompt
