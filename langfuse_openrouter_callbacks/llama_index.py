@@ -35,7 +35,12 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.base import BaseLLM
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
-from llama_index.core.base.response.schema import AsyncStreamingResponse, Response, StreamingResponse
+from llama_index.core.base.response.schema import (
+    AsyncStreamingResponse,
+    PydanticResponse,
+    Response,
+    StreamingResponse,
+)
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.chat_engine.types import AgentChatResponse, BaseChatEngine, StreamingAgentChatResponse
 from llama_index.core.instrumentation import get_dispatcher
@@ -833,8 +838,8 @@ def _safe(value: Any, depth: int = 0) -> Any:
         return {"id": value.node_id, "text": getattr(value, "text", None)}
     if isinstance(value, QueryBundle):
         return value.query_str
-    if isinstance(value, (Response, AgentChatResponse)):
-        return value.response
+    if isinstance(value, (Response, PydanticResponse, AgentChatResponse)):
+        return _safe(value.response, depth + 1)
     if isinstance(value, ChatResponse):
         return _message(value.message)
     if isinstance(value, CompletionResponse):

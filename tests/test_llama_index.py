@@ -550,6 +550,24 @@ def test_query_engine_is_one_trace_with_typed_nested_observations(
     assert "Lima is the capital of Peru." in generation.attributes["langfuse.observation.input"]
 
 
+def test_structured_query_records_the_users_model(
+    openrouter, handler, langfuse_client, otlp_receiver
+) -> None:
+    class City(BaseModel):
+        name: str
+
+    engine = build_index(openrouter).as_query_engine(similarity_top_k=1, output_cls=City)
+    openrouter.set_default(
+        ResponseSpec(model=DATED, provider="Anthropic", usage=CACHED_CALL, content='{"name": "Lima"}')
+    )
+    langfuse_client.flush()
+    otlp_receiver.clear()
+    assert engine.query("What is the capital of Peru?").response == City(name="Lima")
+    seen = exported(langfuse_client, otlp_receiver)
+    assert_one_trace_one_generation(seen)
+    assert seen.roots[0].json_attribute("langfuse.observation.output") == {"name": "Lima"}
+
+
 async def test_aquery(openrouter, handler, langfuse_client, otlp_receiver) -> None:
     engine = build_index(openrouter).as_query_engine(similarity_top_k=1)
     langfuse_client.flush()
