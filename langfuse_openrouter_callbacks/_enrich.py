@@ -158,13 +158,18 @@ def enrich_with_record(
     The record wins for what was billed: `total_cost` (and `upstream_inference_cost`, `is_byok`) is
     the reported total the buckets add up to, and `provider_name` chooses the serving endpoint's
     prices. Token counts stay the response's (they carry cache writes, which the record lacks) unless
-    the response had none. `reported_cost` stays what the response said, the record's fields are added
-    under their own names, and `reconciliation_delta` is the record's total minus the computed one.
+    the response had none, or did not say how its prompt split over the cache (LangChain's completion
+    models): then the record's cache reads stand. `reported_cost` stays what the response said, the
+    record's fields are added under their own names, and `reconciliation_delta` is the record's total
+    minus the computed one.
     `price_wait` (seconds) lets the catalog fetch the endpoint's prices it does not hold yet.
     """
     response = enrichment.usage
     recorded = OpenRouterUsage.from_openrouter(record)
     billed = recorded if response.is_empty else response
+    if not billed.cache_reported:
+        cached = min(recorded.cached_tokens, billed.prompt_tokens)
+        billed = replace(billed, cached_tokens=cached, cache_reported=True)
     billed = replace(
         billed,
         cost=recorded.cost if recorded.cost is not None else response.cost,

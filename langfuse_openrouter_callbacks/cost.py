@@ -1,9 +1,11 @@
 """OpenRouter's billing, exactly: `compute_cost(usage, pricing) -> CostBreakdown`.
 
     uncached = prompt_tokens - cached_tokens - cache_write_tokens
+               (reads and writes that overlap, cached + writes > prompt: prompt - max(cached, writes))
     tokens   = uncached * prompt + cached * input_cache_read + writes * input_cache_write
              + completion_tokens * completion           (reasoning is inside completion)
-    total    = tokens * (1 - discount) + request + web_search_requests * web_search
+    total    = tokens * (1 - discount) + request + server_tools
+    server_tools = cost_details.server_tool_cost if reported, else web_search_requests * web_search
 
 When OpenRouter reported what it charged, that figure is the total (BYOK: the provider's charge plus
 OpenRouter's fee): a surplus over the computed buckets is a fee (`other`), a shortfall scales the
@@ -32,11 +34,11 @@ BUCKETS = (
     "output",
     "output_reasoning",
     "request",
-    "web_search",
+    "server_tools",
     "other",
 )
 
-CostSource = Literal["openrouter", "computed", "unpriced"]
+CostSource = Literal["openrouter", "computed", "uncached_estimate", "unpriced"]
 
 _ZERO = Decimal(0)
 # Products of token counts (up to 1e9) and prices (up to ~18 significant digits) stay exact at 28 digits,
@@ -53,9 +55,12 @@ class CostBreakdown:
     """What a call cost, split into exclusive `Decimal` buckets that sum exactly to `total` (USD).
 
     `source`: "openrouter" when OpenRouter's reported charge is the total, "computed" when the total
-    comes from prices alone, "unpriced" when neither was available (all buckets zero, not a guess).
-    `no_cache_total`/`cache_savings` compare with the same call at the plain prompt price (savings
-    are negative when cache writes cost more than reads saved); `None` when prices are unknown.
+    comes from prices alone, "uncached_estimate" when it does and the response did not say how the
+    prompt split over the cache (priced as if uncached: an upper bound), "unpriced" when neither was
+    available (all buckets zero, not a guess). `server_tools`: web searches and other server-side
+    tools. `no_cache_total`/`cache_savings` compare with the same call at the plain prompt price
+    (savings are negative when cache writes cost more than reads saved); `None` when prices or the
+    cache split are unknown, as is `cache_hit_ratio` without the split.
     A value: treat it as read-only (it is not frozen only because that makes it 3x slower to build).
     """
 
@@ -65,7 +70,7 @@ class CostBreakdown:
     output: Decimal = _ZERO
     output_reasoning: Decimal = _ZERO
     request: Decimal = _ZERO
-    web_search: Decimal = _ZERO
+    server_tools: Decimal = _ZERO
     other: Decimal = _ZERO
     total: Decimal = _ZERO
     computed_total: Decimal | None = None
@@ -133,7 +138,7 @@ def compute_cost(
         with decimal.localcontext(_CONTEXT):  # the default context is exact enough (the hot path)
             return compute_cost(u, pricing, at=at)
     prompt_tokens, cached, writes = u.prompt_tokens, u.cached_tokens, u.cache_write_tokens
-    hit_ratio = cached / prompt_tokens if prompt_tokens else None
+    hit_ratio = cached / prompt_tokens if prompt_tokens and u.cache_reported else None
     reported = u.cost if u.cost is None or not u.is_byok else _reported_total(u)
     if pricing is None or pricing.prompt is None or pricing.completion is None:
         return _unpriced(u, reported, hit_ratio, pricing)
@@ -142,6 +147,8 @@ def compute_cost(
     prompt_price, completion_price = p.prompt, p.completion
     assert prompt_price is not None and completion_price is not None  # overrides only add prices
     uncached = prompt_tokens - cached - writes
+    if uncached < 0:  # reads and writes overlap (Gemini): see `OpenRouterUsage.uncached_prompt_tokens`
+        uncached = u.uncached_prompt_tokens
     reasoning_tokens = u.reasoning_tokens
 
     input_cost = uncached * prompt_price
@@ -162,7 +169,7 @@ def compute_cost(
     cache_read = cached * p._cache_read_price
     cache_creation = writes * p._cache_write_price
     reasoning = reasoning_tokens * completion_price
-    no_cache_cache_part = (cached + writes) * prompt_price
+    no_cache_cache_part = (prompt_tokens - uncached) * prompt_price
     if p.discount:  # token prices scaled by (1 - discount); the usual zero skips the multiplications
         keep = 1 - p.discount
         input_cost, output_cost = input_cost * keep, output_cost * keep
@@ -172,10 +179,13 @@ def compute_cost(
     request = p.request or _ZERO
     if request:
         computed += request
-    web_search = _ZERO
-    if p.web_search is not None and u.web_search_requests:
-        web_search = u.web_search_requests * p.web_search
-        computed += web_search
+    server_tools = u.server_tool_cost
+    if server_tools is None:
+        server_tools = _ZERO
+        if p.web_search is not None and u.web_search_requests:
+            server_tools = u.web_search_requests * p.web_search
+    if server_tools:
+        computed += server_tools
 
     other = _ZERO
     delta = None
@@ -184,26 +194,27 @@ def compute_cost(
         if delta >= _ZERO:
             other = delta
         else:  # OpenRouter charged less than list prices say: an endpoint discount or a stale price
-            scale = reported / computed
-            scaled = _scaled(
-                {
-                    "input": input_cost,
-                    "input_cache_read": cache_read,
-                    "input_cache_creation": cache_creation,
-                    "output": output_cost,
-                    "output_reasoning": reasoning,
-                    "request": request,
-                    "web_search": web_search,
-                },
-                reported,
-            )
+            # a server tool cost OpenRouter reported is what it charged: the rest is scaled
+            fixed = server_tools if u.server_tool_cost is not None and server_tools <= reported else _ZERO
+            scalable = {
+                "input": input_cost,
+                "input_cache_read": cache_read,
+                "input_cache_creation": cache_creation,
+                "output": output_cost,
+                "output_reasoning": reasoning,
+                "request": request,
+            }
+            if not fixed:
+                scalable["server_tools"] = server_tools
+            scaled = _scaled(scalable, reported - fixed)
             input_cost, cache_read, cache_creation = (
                 scaled["input"],
                 scaled["input_cache_read"],
                 scaled["input_cache_creation"],
             )
             output_cost, reasoning = scaled["output"], scaled["output_reasoning"]
-            request, web_search = scaled["request"], scaled["web_search"]
+            request, server_tools = scaled["request"], scaled.get("server_tools", fixed)
+            scale = (reported - fixed) / (computed - fixed)  # computed > reported >= fixed
             no_cache_cache_part = (no_cache_cache_part * scale).quantize(_QUANTUM)
         total = reported  # exact by construction
     else:
@@ -211,8 +222,11 @@ def compute_cost(
             other = u.cost  # BYOK fee on top of the computed provider charge
         total = computed + other
 
-    savings = no_cache_cache_part - cache_read - cache_creation  # what the cached tokens cost at `prompt`
-    no_cache_total = total + savings
+    if u.cache_reported:
+        savings = no_cache_cache_part - cache_read - cache_creation  # the cached tokens at `prompt`
+        no_cache_total = total + savings
+    else:  # nothing known of the cache: nothing known of what it saved
+        savings = no_cache_total = None
     return CostBreakdown(  # positional, in field order: this runs once per LLM call
         input_cost,
         cache_read,
@@ -220,7 +234,7 @@ def compute_cost(
         output_cost,
         reasoning,
         request,
-        web_search,
+        server_tools,
         other,
         total,
         computed,
@@ -228,7 +242,7 @@ def compute_cost(
         no_cache_total,
         savings,
         hit_ratio,
-        "computed" if reported is None else "openrouter",
+        "openrouter" if reported is not None else "computed" if u.cache_reported else "uncached_estimate",
         p.source,
         delta,
     )
@@ -244,16 +258,15 @@ def _unpriced(
     pricing_source = pricing.source if pricing is not None else None
     if reported is None:  # includes BYOK with only the fee known: the provider's charge is not
         return CostBreakdown(cache_hit_ratio=hit_ratio, source="unpriced", pricing_source=pricing_source)
-    split = {"input": _ZERO, "output": _ZERO, "other": _ZERO}
+    split = {"input": _ZERO, "output": _ZERO, "server_tools": u.server_tool_cost or _ZERO, "other": _ZERO}
     prompt_part, completion_part = u.upstream_inference_prompt_cost, u.upstream_inference_completions_cost
     if prompt_part is not None and completion_part is not None:
-        split = {"input": prompt_part, "output": completion_part, "other": _ZERO}
-        if prompt_part + completion_part <= reported:
-            split["other"] = reported - prompt_part - completion_part
-        else:
-            split = _scaled(split, reported)
+        split["input"], split["output"] = prompt_part, completion_part
+    known = sum(split.values(), _ZERO)
+    if known <= reported:
+        split["other"] = reported - known
     else:
-        split["other"] = reported
+        split = _scaled(split, reported)
     return CostBreakdown(
         **split,
         total=reported,

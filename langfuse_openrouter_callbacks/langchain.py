@@ -31,9 +31,11 @@ from ._enrich import (
     record_savings_score,
     update_and_record,
 )
+from ._langfuse_write import set_attributes
 from ._log import log_exception_once
 from .catalog import PriceCatalog
 from .generation_stats import GenerationStatsFetcher, resolve_fetcher, watch_langfuse_client
+from .langfuse_fields import trace_attributes
 from .usage import MAX_TOKENS, OpenRouterUsage
 
 __all__ = ["CallbackHandler"]
@@ -131,11 +133,15 @@ class CallbackHandler(LangfuseCallbackHandler):
         self, serialized: dict[str, Any], messages: Any, *, run_id: UUID, **kwargs: Any
     ) -> Any:
         self._remember(run_id, serialized, kwargs)
-        return super().on_chat_model_start(serialized, messages, run_id=run_id, **kwargs)
+        result = super().on_chat_model_start(serialized, messages, run_id=run_id, **kwargs)
+        self._set_trace_attributes(run_id, kwargs)
+        return result
 
     def on_llm_start(self, serialized: dict[str, Any], prompts: Any, *, run_id: UUID, **kwargs: Any) -> Any:
         self._remember(run_id, serialized, kwargs)
-        return super().on_llm_start(serialized, prompts, run_id=run_id, **kwargs)
+        result = super().on_llm_start(serialized, prompts, run_id=run_id, **kwargs)
+        self._set_trace_attributes(run_id, kwargs)
+        return result
 
     def on_llm_end(
         self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
@@ -203,6 +209,30 @@ class CallbackHandler(LangfuseCallbackHandler):
                 generation.end(end_time=end_time)
         except Exception:
             log_exception_once(self._logged, "end-left-open", "could not end a Langfuse generation")
+
+    def _set_trace_attributes(self, run_id: UUID, kwargs: Mapping[str, Any]) -> None:
+        """A bare LLM as the root run: its trace's user and session ids as plain strings.
+
+        Langfuse's handler keeps `langfuse_user_id`/`langfuse_session_id` in such a generation's
+        metadata, JSON-encoded, and the server then stores them with quotes (`"u-1"`); below a chain
+        it propagates them as plain attributes, which the server reads first. Those are set here.
+        """
+        if kwargs.get("parent_run_id") is not None:
+            return
+        metadata = kwargs.get("metadata")
+        if not isinstance(metadata, Mapping):
+            return
+        try:
+            attributes = trace_attributes(
+                metadata.get("langfuse_user_id"), metadata.get("langfuse_session_id")
+            )
+            generation = self._runs.get(run_id) if attributes else None
+            if generation is not None:
+                set_attributes(generation._otel_span, attributes)
+        except Exception:
+            log_exception_once(
+                self._logged, "trace-attributes", "could not set a trace's user and session ids"
+            )
 
     def _remember(self, run_id: UUID, serialized: Any, kwargs: Mapping[str, Any]) -> None:
         try:

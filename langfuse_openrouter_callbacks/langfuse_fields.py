@@ -28,6 +28,10 @@ SAVINGS_SCORE_NAME = "openrouter_cache_savings_usd"
 CACHE_READ_KEY = "input_cache_read"
 CACHE_WRITE_KEY = "input_cache_creation"
 TOTAL_KEY = "total"
+#: `usage_details` key of prompt tokens counted both as written to and as read from the cache (Gemini
+#: reports a cache it creates as read too). They are in `input_cache_creation`; this key, outside the
+#: UI's "input" group, says they were also read, so the input group still sums to the prompt.
+CACHE_OVERLAP_KEY = "cache_written_and_read"
 
 # Langfuse's OpenTelemetry span attributes (the SDK's `LangfuseOtelSpanAttributes`).
 _OBSERVATION = "langfuse.observation"
@@ -38,6 +42,9 @@ _COST_DETAILS = _OBSERVATION + ".cost_details"
 _METADATA = _OBSERVATION + ".metadata"
 _COMPLETION_START_TIME = _OBSERVATION + ".completion_start_time"
 _OPENROUTER_METADATA = f"{_METADATA}.{METADATA_KEY}"
+# The trace's user and session ids as Langfuse's `propagate_attributes` writes them: plain strings.
+_TRACE_USER_ID = "user.id"
+_TRACE_SESSION_ID = "session.id"
 
 
 def _json_encoder() -> Callable[[Any], str]:
@@ -71,8 +78,14 @@ def _dict(mapping: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def usage_details(usage: OpenRouterUsage) -> dict[str, int]:
-    """Exclusive integer token buckets under the keys Langfuse prices and shows."""
-    uncached = usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens
+    """Exclusive integer token buckets under the keys Langfuse prices and shows.
+
+    The "input" keys sum to the prompt and the "output" keys to the completion; reads that overlap
+    writes are in `input_cache_creation` and counted again, outside those groups, under
+    `CACHE_OVERLAP_KEY`.
+    """
+    uncached = usage.uncached_prompt_tokens
+    overlap = usage.cache_overlap_tokens
     input_audio = min(usage.prompt_audio_tokens, uncached)
     reasoning = usage.reasoning_tokens
     output_image = usage.completion_image_tokens
@@ -84,10 +97,12 @@ def usage_details(usage: OpenRouterUsage) -> dict[str, int]:
     details = {"input": uncached - input_audio}
     if input_audio:
         details["input_audio"] = input_audio
-    if usage.cached_tokens:
-        details[CACHE_READ_KEY] = usage.cached_tokens
+    if usage.cached_tokens - overlap:
+        details[CACHE_READ_KEY] = usage.cached_tokens - overlap
     if usage.cache_write_tokens:
         details[CACHE_WRITE_KEY] = usage.cache_write_tokens
+    if overlap:
+        details[CACHE_OVERLAP_KEY] = overlap
     details["output"] = plain_output
     if reasoning:
         details["output_reasoning"] = reasoning
@@ -110,7 +125,7 @@ def cost_details(breakdown: CostBreakdown) -> dict[str, float]:
 
 def openrouter_metadata(usage: OpenRouterUsage, breakdown: CostBreakdown) -> dict[str, Any]:
     """What OpenRouter said and what caching saved, for `metadata["openrouter"]`."""
-    cost, upstream = usage.cost, usage.upstream_inference_cost
+    cost, upstream, tools = usage.cost, usage.upstream_inference_cost, usage.server_tool_cost
     savings, no_cache = breakdown.cache_savings, breakdown.no_cache_total
     delta = breakdown.reconciliation_delta
     return {
@@ -127,6 +142,7 @@ def openrouter_metadata(usage: OpenRouterUsage, breakdown: CostBreakdown) -> dic
         "pricing_source": breakdown.pricing_source,
         "reconciliation_delta": None if delta is None else float(delta),
         "web_search_requests": usage.web_search_requests or None,
+        "server_tool_cost": None if tools is None else float(tools),
     }
 
 
@@ -224,6 +240,9 @@ def generation_attributes(usage: OpenRouterUsage, breakdown: CostBreakdown) -> d
     """
     u, b = usage, breakdown
     uncached = u.prompt_tokens - u.cached_tokens - u.cache_write_tokens
+    overlap = 0
+    if uncached < 0:  # reads and writes overlap: as in `usage_details`
+        uncached, overlap = u.uncached_prompt_tokens, u.cache_overlap_tokens
     input_audio = u.prompt_audio_tokens
     if input_audio > uncached:
         input_audio = uncached
@@ -237,7 +256,7 @@ def generation_attributes(usage: OpenRouterUsage, breakdown: CostBreakdown) -> d
         output_image = output_audio = 0
         plain_output = u.completion_tokens - reasoning
     cached, writes, total_tokens = (
-        u.cached_tokens,
+        u.cached_tokens - overlap,
         u.cache_write_tokens,
         u.prompt_tokens + u.completion_tokens,
     )
@@ -245,6 +264,7 @@ def generation_attributes(usage: OpenRouterUsage, breakdown: CostBreakdown) -> d
         _USAGE_DETAILS: (
             f'{{"input":{uncached - input_audio}{f"{_IN_AUDIO}{input_audio}" if input_audio else ""}'
             f"{f'{_IN_CACHE_READ}{cached}' if cached else ''}{f'{_IN_CACHE_WRITE}{writes}' if writes else ''}"
+            f"{f'{_CACHE_OVERLAP}{overlap}' if overlap else ''}"
             f',"output":{plain_output}{f"{_OUT_REASONING}{reasoning}" if reasoning else ""}'
             f"{f'{_OUT_IMAGE}{output_image}' if output_image else ''}"
             f'{f"{_OUT_AUDIO}{output_audio}" if output_audio else ""},"total":{total_tokens}}}'
@@ -259,7 +279,7 @@ def generation_attributes(usage: OpenRouterUsage, breakdown: CostBreakdown) -> d
             f"{f'{_OUTPUT}{b.output!s},' if b.output else ''}"
             f"{f'{_REASONING}{b.output_reasoning!s},' if b.output_reasoning else ''}"
             f"{f'{_REQUEST}{b.request!s},' if b.request else ''}"
-            f"{f'{_WEB_SEARCH}{b.web_search!s},' if b.web_search else ''}"
+            f"{f'{_SERVER_TOOLS}{b.server_tools!s},' if b.server_tools else ''}"
             f'{f"{_OTHER}{b.other!s}," if b.other else ""}"total":{total}}}'
         )
     # OpenRouter's charge is usually the total, and the provider's charge too: written once.
@@ -279,23 +299,36 @@ def generation_attributes(usage: OpenRouterUsage, breakdown: CostBreakdown) -> d
         f',"cost_source":"{b.source}"'
         f',"pricing_source":{"null" if pricing_source is None else _json_string(pricing_source)}'
         f',"reconciliation_delta":{"null" if delta is None else str(delta)}'
-        f',"web_search_requests":{u.web_search_requests or "null"}}}'
+        f',"web_search_requests":{u.web_search_requests or "null"}'
+        f',"server_tool_cost":{"null" if u.server_tool_cost is None else str(u.server_tool_cost)}}}'
     )
     return attributes
 
 
 _FLAGS = {True: "true", False: "false", None: "null"}
 # JSON fragments of `usage_details` and `cost_details` keys
-_IN_AUDIO, _IN_CACHE_READ, _IN_CACHE_WRITE = (
+_IN_AUDIO, _IN_CACHE_READ, _IN_CACHE_WRITE, _CACHE_OVERLAP = (
     ',"input_audio":',
     f',"{CACHE_READ_KEY}":',
     f',"{CACHE_WRITE_KEY}":',
+    f',"{CACHE_OVERLAP_KEY}":',
 )
 _OUT_REASONING, _OUT_IMAGE, _OUT_AUDIO = ',"output_reasoning":', ',"output_image":', ',"output_audio":'
-_INPUT, _CACHE_READ, _CACHE_WRITE, _OUTPUT, _REASONING, _REQUEST, _WEB_SEARCH, _OTHER = (
+_INPUT, _CACHE_READ, _CACHE_WRITE, _OUTPUT, _REASONING, _REQUEST, _SERVER_TOOLS, _OTHER = (
     f'"{name}":' for name in BUCKETS
 )
 _json_string = encode_basestring
+
+
+def trace_attributes(user_id: Any = None, session_id: Any = None) -> dict[str, str]:
+    """The span attributes that set a trace's user and session ids, as Langfuse stores them (plain
+    strings; a non-string or empty id gives no attribute)."""
+    attributes = {}
+    if isinstance(user_id, str) and user_id:
+        attributes[_TRACE_USER_ID] = user_id
+    if isinstance(session_id, str) and session_id:
+        attributes[_TRACE_SESSION_ID] = session_id
+    return attributes
 
 
 @dataclass(frozen=True)

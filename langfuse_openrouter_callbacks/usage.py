@@ -2,7 +2,8 @@
 
 Semantics (OpenRouter's, see the README): `prompt_tokens` includes cache reads and cache writes,
 `completion_tokens` includes reasoning, `cost` is what OpenRouter charged (for BYOK only its fee;
-the provider's charge is `upstream_inference_cost`).
+the provider's charge is `upstream_inference_cost`). The Responses API (`input_tokens`,
+`output_tokens`, `input_tokens_details`, ...) has the same semantics under other names.
 """
 
 from __future__ import annotations
@@ -175,8 +176,13 @@ def _text(value: Any) -> str | None:
 class OpenRouterUsage:
     """What one OpenRouter call used and cost, with OpenRouter's inclusive semantics.
 
-    Token counts are non-negative ints; `cached_tokens + cache_write_tokens <= prompt_tokens` and
-    `reasoning_tokens <= completion_tokens` always hold. Money is `Decimal` USD, `None` when unreported.
+    Token counts are non-negative ints; `cached_tokens <= prompt_tokens`, `cache_write_tokens <=
+    prompt_tokens` and `reasoning_tokens <= completion_tokens` always hold. Reads and writes that add
+    up to more than the prompt overlap (Gemini reports a cache it creates as read too): see
+    `uncached_prompt_tokens`. `cache_reported` is False when the response did not say how the prompt
+    split over the cache (LangChain's completion models keep only the three totals): then the
+    cache counts are zeros that mean "unknown". Money is `Decimal` USD, `None` when unreported;
+    `server_tool_cost` is what server-side tools (web search, ...) cost, when OpenRouter said so.
     A value: treat it as read-only (it is not frozen only because that makes it 5x slower to build,
     once per LLM call); `dataclasses.replace` gives a changed copy.
     """
@@ -200,11 +206,28 @@ class OpenRouterUsage:
     generation_id: str | None = None
     provider: str | None = None
     model: str | None = None
+    server_tool_cost: Decimal | None = None
+    cache_reported: bool = True
 
     @property
     def uncached_prompt_tokens(self) -> int:
-        """Prompt tokens neither read from nor written to the cache."""
-        return self.prompt_tokens - self.cached_tokens - self.cache_write_tokens
+        """Prompt tokens neither read from nor written to the cache.
+
+        `prompt - cached - writes`; when reads and writes overlap (their sum exceeds the prompt, as
+        Gemini reports the cache a call creates), the smaller count lies inside the larger one and
+        `prompt - max(cached, writes)` is uncached: that is what OpenRouter bills.
+        """
+        uncached = self.prompt_tokens - self.cached_tokens - self.cache_write_tokens
+        if uncached >= 0:
+            return uncached
+        return self.prompt_tokens - max(self.cached_tokens, self.cache_write_tokens)
+
+    @property
+    def cache_overlap_tokens(self) -> int:
+        """Prompt tokens counted both as read from and as written to the cache (0 but for overlaps)."""
+        if self.cached_tokens + self.cache_write_tokens <= self.prompt_tokens:
+            return 0
+        return min(self.cached_tokens, self.cache_write_tokens)
 
     @property
     def is_empty(self) -> bool:
@@ -280,9 +303,16 @@ class OpenRouterUsage:
             or get("data") is not None
         ):
             return None  # a /generation record, or wrapped in "data"
+        if type(get("type")) is str and get("response") is not None:
+            response = _fields(get("response"))  # a Responses API stream event: its response
+            if not response:
+                return None
+            get = response.get
         usage = get("usage")
         if usage is None:
-            return None if get("choices") is not None else cls._read_usual_usage(response, None, None, None)
+            if get("choices") is not None or get("output") is not None:
+                return None
+            return cls._read_usual_usage(response, None, None, None)
         generation_id, provider, model = get("id"), get("provider"), get("model")
         return cls._read_usual_usage(
             usage,
@@ -305,22 +335,24 @@ class OpenRouterUsage:
         generation_id = generation_id if isinstance(generation_id, str) and generation_id else None
         provider = provider if isinstance(provider, str) and provider else None
         model = model_name if isinstance(model_name, str) and model_name else _text(get("model")) or model
-        raw = get("token_usage")  # ChatOpenAI: OpenRouter's usage dict, verbatim
+        raw = get("token_usage")  # ChatOpenAI and OpenAI (completions): OpenRouter's usage dict, verbatim
         if raw is not None:
             raw = raw if type(raw) is dict else _fields(raw)
             if not raw or raw.get("prompt_tokens") is None:
                 return None
             return cls._read_usual_usage(raw, generation_id, provider, model)
-        # ChatOpenRouter: LangChain's usage metadata, OpenRouter's cost beside it in the metadata
+        # ChatOpenRouter, ChatOpenAI's Responses API: LangChain's usage metadata, any cost beside it
         if type(usage_metadata) is not dict:
             return None
-        inputs = usage_metadata.get("input_token_details") or _NOTHING
+        inputs = usage_metadata.get("input_token_details")
         outputs = usage_metadata.get("output_token_details") or _NOTHING
         costs = get("cost_details")
         if costs is None:
             costs = _NOTHING
         elif type(costs) is not dict:
             costs = _fields(costs)
+        if inputs is None:
+            inputs = _NOTHING
         if type(inputs) is not dict or type(outputs) is not dict or costs is None:
             return None
         return cls._usual(
@@ -343,6 +375,7 @@ class OpenRouterUsage:
             generation_id,
             provider,
             model,
+            _cache_said(inputs, "cache_read", "cache_creation"),
         )
 
     @classmethod
@@ -353,8 +386,10 @@ class OpenRouterUsage:
         if fields is None:
             return None
         get = fields.get
+        chat = _is_chat_usage(get)
+        names = _CHAT_NAMES if chat else _RESPONSES_NAMES
         # the nested objects: dicts read as they are, SDK objects through `_fields`, absent ones as {}
-        prompt, completion = get("prompt_tokens_details"), get("completion_tokens_details")
+        prompt, completion = get(names[2]), get(names[3])
         costs, tools = get("cost_details"), get("server_tool_use_details")
         if type(prompt) is not dict:
             prompt = _fields(prompt)
@@ -368,10 +403,12 @@ class OpenRouterUsage:
             tools = _fields(tools)
         if prompt is None or completion is None or costs is None or tools is None:
             return None
+        if not chat:
+            costs = _as_chat_costs(costs)
         return cls._usual(
             (
-                get("prompt_tokens"),
-                get("completion_tokens"),
+                get(names[0]),
+                get(names[1]),
                 get("total_tokens"),
                 prompt.get("cached_tokens"),
                 prompt.get("cache_write_tokens"),
@@ -388,6 +425,7 @@ class OpenRouterUsage:
             generation_id,
             provider,
             model,
+            _cache_said(prompt, "cached_tokens", "cache_write_tokens"),
         )
 
     @classmethod
@@ -400,6 +438,7 @@ class OpenRouterUsage:
         generation_id: str | None,
         provider: str | None,
         model: str | None,
+        cache_reported: bool = True,
     ) -> OpenRouterUsage | None:
         """The usage from its values (counts in field order, prompt ... web searches; OpenRouter's `cost`
         and its `cost_details`), or None unless every value is valid."""
@@ -408,6 +447,7 @@ class OpenRouterUsage:
             costs.get("upstream_inference_cost"),
             costs.get("upstream_inference_prompt_cost"),
             costs.get("upstream_inference_completions_cost"),
+            costs.get("server_tool_cost"),
         )
         for value in counts:
             if value is not None and not (type(value) is int and 0 <= value <= MAX_TOKENS):
@@ -442,7 +482,8 @@ class OpenRouterUsage:
             searches or 0,
         )
         if not (
-            cached + writes <= prompt_tokens
+            cached <= prompt_tokens
+            and writes <= prompt_tokens
             and prompt_audio <= prompt_tokens
             and prompt_video <= prompt_tokens
             and reasoning <= completion_tokens
@@ -450,10 +491,13 @@ class OpenRouterUsage:
             and completion_image <= completion_tokens
         ):
             return None  # contradictory: clamped, with a warning, by the careful reader
-        upstream, upstream_prompt, upstream_completions = money[1:]
+        upstream, upstream_prompt, upstream_completions, tools_cost = money[1:]
         reported = None if cost is None else Decimal(repr(cost))
         if type(upstream) is type(cost) and upstream == cost:
             upstream = cost  # without BYOK OpenRouter's charge is the provider's: one Decimal for both
+        upstream_amount = (
+            reported if upstream is cost else None if upstream is None else Decimal(repr(upstream))
+        )
         return cls(
             prompt_tokens,
             completion_tokens,
@@ -467,13 +511,15 @@ class OpenRouterUsage:
             completion_image,
             searches,
             reported,
-            reported if upstream is cost else None if upstream is None else Decimal(repr(upstream)),
+            upstream_amount,
             None if upstream_prompt is None else Decimal(repr(upstream_prompt)),
             None if upstream_completions is None else Decimal(repr(upstream_completions)),
-            is_byok,
+            is_byok if is_byok is not None else _byok_from_costs(reported, upstream_amount),
             generation_id,
             provider,
             model,
+            None if tools_cost is None else Decimal(repr(tools_cost)),
+            cache_reported,
         )
 
     @classmethod
@@ -489,12 +535,18 @@ class OpenRouterUsage:
             obj, get = data, _getter(data)  # {"data": {...}} as /generation answers
         if get("total_cost") is not None or get("native_tokens_prompt") is not None:
             return cls._read_generation_record(obj, problems)
+        inner = get("response")
+        if isinstance(get("type"), str) and inner is not None:  # a Responses API stream event
+            if not _is_object(inner):
+                problems.add("not an object, ignored", f"response {type(inner).__name__}")
+                return cls()
+            obj, get = inner, _getter(inner)
         usage = get("usage")
         if usage is not None and _is_object(usage):
             return cls._read_usage(
                 usage, problems, _text(get("id")), _text(get("provider")), _text(get("model"))
             )
-        if usage is not None or get("choices") is not None:
+        if usage is not None or get("choices") is not None or get("output") is not None:
             return cls(  # a response or chunk without (valid) usage: keep who served it
                 generation_id=_text(get("id")),
                 provider=_text(get("provider")),
@@ -512,41 +564,45 @@ class OpenRouterUsage:
         model: str | None = None,
     ) -> OpenRouterUsage:
         get = _getter(usage)
-        prompt = _getter(get("prompt_tokens_details"))
-        completion = _getter(get("completion_tokens_details"))
+        chat = _is_chat_usage(get)
+        names = _CHAT_NAMES if chat else _RESPONSES_NAMES
+        prompt = _getter(get(names[2]))
+        completion = _getter(get(names[3]))
         cost_details = get("cost_details")
         tools = get("server_tool_use_details")
-        if cost_details is None:
-            upstream = upstream_prompt = upstream_completions = None
-        else:
+        upstream = upstream_prompt = upstream_completions = tools_cost = None
+        if cost_details is not None:
             costs = _getter(cost_details)
+            prompt_key, completions_key = _CHAT_COST_NAMES if chat else _RESPONSES_COST_NAMES
             upstream = _money(costs("upstream_inference_cost"), "upstream_inference_cost", problems)
-            upstream_prompt = _money(
-                costs("upstream_inference_prompt_cost"), "upstream_inference_prompt_cost", problems
-            )
-            upstream_completions = _money(
-                costs("upstream_inference_completions_cost"), "upstream_inference_completions_cost", problems
-            )
+            upstream_prompt = _money(costs(prompt_key), prompt_key, problems)
+            upstream_completions = _money(costs(completions_key), completions_key, problems)
+            tools_cost = _money(costs("server_tool_cost"), "server_tool_cost", problems)
+        cost = _money(get("cost"), "cost", problems)
+        is_byok = _flag(get("is_byok"), "is_byok", problems)
+        cached, writes = prompt("cached_tokens"), prompt("cache_write_tokens")
         return cls(
-            _n(get("prompt_tokens"), "prompt_tokens", problems),
-            _n(get("completion_tokens"), "completion_tokens", problems),
+            _n(get(names[0]), names[0], problems),
+            _n(get(names[1]), names[1], problems),
             _count(get("total_tokens"), "total_tokens", problems),
-            _n(prompt("cached_tokens"), "cached_tokens", problems),
-            _n(prompt("cache_write_tokens"), "cache_write_tokens", problems),
+            _n(cached, "cached_tokens", problems),
+            _n(writes, "cache_write_tokens", problems),
             _n(completion("reasoning_tokens"), "reasoning_tokens", problems),
             _n(prompt("audio_tokens"), "prompt audio_tokens", problems),
             _n(prompt("video_tokens"), "video_tokens", problems),
             _n(completion("audio_tokens"), "completion audio_tokens", problems),
             _n(completion("image_tokens"), "image_tokens", problems),
             0 if tools is None else _n(_get(tools, "web_search_requests"), "web_search_requests", problems),
-            _money(get("cost"), "cost", problems),
+            cost,
             upstream,
             upstream_prompt,
             upstream_completions,
-            _flag(get("is_byok"), "is_byok", problems),
+            is_byok if is_byok is not None else _byok_from_costs(cost, upstream),
             generation_id,
             provider,
             model,
+            tools_cost,
+            cached is not None or writes is not None,
         )
 
     @classmethod
@@ -589,7 +645,7 @@ class OpenRouterUsage:
         generation_id = _text(get("id"))
         provider = _text(get("provider"))
         model = _text(get("model_name")) or _text(get("model")) or model
-        raw = get("token_usage")  # ChatOpenAI: OpenRouter's usage dict, verbatim
+        raw = get("token_usage")  # ChatOpenAI and OpenAI (completions): OpenRouter's usage dict, verbatim
         if raw is not None and _is_object(raw) and _get(raw, "prompt_tokens") is not None:
             return cls._read_usage(raw, problems, generation_id, provider, model)
         usage = cls._read_usage_metadata(usage_metadata, problems)
@@ -608,6 +664,7 @@ class OpenRouterUsage:
             generation_id=generation_id,
             provider=provider,
             model=model,
+            server_tool_cost=costs.server_tool_cost,
         )
 
     @classmethod
@@ -617,47 +674,87 @@ class OpenRouterUsage:
         get = _getter(usage_metadata)
         inputs = _getter(get("input_token_details"))
         outputs = _getter(get("output_token_details"))
+        cached, writes = inputs("cache_read"), inputs("cache_creation")
         return cls(
             prompt_tokens=_n(get("input_tokens"), "input_tokens", problems),
             completion_tokens=_n(get("output_tokens"), "output_tokens", problems),
             total_tokens=_count(get("total_tokens"), "total_tokens", problems),
-            cached_tokens=_n(inputs("cache_read"), "cache_read", problems),
-            cache_write_tokens=_n(inputs("cache_creation"), "cache_creation", problems),
+            cached_tokens=_n(cached, "cache_read", problems),
+            cache_write_tokens=_n(writes, "cache_creation", problems),
             prompt_audio_tokens=_n(inputs("audio"), "input audio", problems),
             reasoning_tokens=_n(outputs("reasoning"), "reasoning", problems),
             completion_audio_tokens=_n(outputs("audio"), "output audio", problems),
+            cache_reported=cached is not None or writes is not None,
         )
 
     def _checked(self, problems: Problems) -> OpenRouterUsage:
         """Clamp contradictory counts so the inclusive invariants hold, noting each clamp."""
         prompt, completion = self.prompt_tokens, self.completion_tokens
         if (
-            self.cached_tokens + self.cache_write_tokens <= prompt
+            self.cached_tokens <= prompt
+            and self.cache_write_tokens <= prompt
             and self.prompt_audio_tokens <= prompt
             and self.prompt_video_tokens <= prompt
             and self.reasoning_tokens <= completion
             and self.completion_audio_tokens <= completion
             and self.completion_image_tokens <= completion
         ):
-            return self  # the usual case
+            return self  # the usual case (reads and writes may overlap: see `uncached_prompt_tokens`)
         changes: dict[str, int] = {}
-        cached, writes = self.cached_tokens, self.cache_write_tokens
-        if cached > prompt:
-            problems.add(_CONTRADICTION, f"cached_tokens {cached} > prompt_tokens {prompt}")
-            cached = changes["cached_tokens"] = prompt
-        if cached + writes > prompt:
-            problems.add(_CONTRADICTION, f"cache_write_tokens {writes} > uncached prompt {prompt - cached}")
-            changes["cache_write_tokens"] = prompt - cached
-        for part in ("prompt_audio_tokens", "prompt_video_tokens"):
+        for part in ("cached_tokens", "cache_write_tokens", "prompt_audio_tokens", "prompt_video_tokens"):
             if getattr(self, part) > prompt:
                 problems.add(_CONTRADICTION, f"{part} {getattr(self, part)} > prompt_tokens {prompt}")
                 changes[part] = prompt
-        completion = self.completion_tokens
         for part in ("reasoning_tokens", "completion_audio_tokens", "completion_image_tokens"):
             if getattr(self, part) > completion:
                 problems.add(_CONTRADICTION, f"{part} {getattr(self, part)} > completion_tokens {completion}")
                 changes[part] = completion
         return replace(self, **changes) if changes else self
+
+
+# Key names of the chat completions usage and of the Responses API usage: prompt and completion
+# counts, the two detail objects; then the upstream prompt and completion cost names in `cost_details`.
+_CHAT_NAMES = ("prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details")
+_RESPONSES_NAMES = ("input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details")
+_CHAT_COST_NAMES = ("upstream_inference_prompt_cost", "upstream_inference_completions_cost")
+_RESPONSES_COST_NAMES = ("upstream_inference_input_cost", "upstream_inference_output_cost")
+
+
+def _is_chat_usage(get: Callable[[str], Any]) -> bool:
+    """Whether a usage object has the chat completions' names; else the Responses API's, which has
+    `input_tokens` with `input_tokens_details` (Anthropic's own `input_tokens`, without the cache and
+    without those details, is not OpenRouter's and reads as empty here)."""
+    return (
+        get("prompt_tokens") is not None or get("input_tokens") is None or get("input_tokens_details") is None
+    )
+
+
+def _as_chat_costs(costs: Mapping[str, Any]) -> dict[str, Any]:
+    """A Responses API `cost_details` under the chat completions' names."""
+    return {
+        "upstream_inference_cost": costs.get("upstream_inference_cost"),
+        "upstream_inference_prompt_cost": costs.get("upstream_inference_input_cost"),
+        "upstream_inference_completions_cost": costs.get("upstream_inference_output_cost"),
+        "server_tool_cost": costs.get("server_tool_cost"),
+    }
+
+
+def _cache_said(details: Mapping[str, Any], read_key: str, write_key: str) -> bool:
+    """Whether a prompt's details say how it split over the cache (a count of reads or writes)."""
+    return details.get(read_key) is not None or details.get(write_key) is not None
+
+
+#: A BYOK call's `cost` is OpenRouter's fee: 0, or 5% of what the provider charged your key. Without
+#: the flag (langchain-openrouter drops it) a cost at most this share of the upstream cost is BYOK.
+#: Endpoint discounts seen on non-BYOK calls leave far more (0.65 x upstream).
+BYOK_FEE_SHARE = Decimal("0.0505")
+
+
+def _byok_from_costs(cost: Decimal | None, upstream: Decimal | None) -> bool | None:
+    """BYOK as the costs tell it when the flag is absent: None when they cannot tell."""
+    if cost is None or not upstream:
+        return None
+    return cost <= upstream * BYOK_FEE_SHARE
 
 
 # ---------------------------------------------------------------------------- other providers' raw responses

@@ -49,6 +49,14 @@ usage_keys = st.sampled_from(
         "output_tokens",
         "input_token_details",
         "cache_read",
+        # the Responses API: its usage, details and cost names, and a stream event's wrapping
+        "input_tokens_details",
+        "output_tokens_details",
+        "upstream_inference_input_cost",
+        "server_tool_cost",
+        "type",
+        "response",
+        "output",
     ]
 )
 usage_like = st.recursive(
@@ -86,10 +94,43 @@ openrouter_usages = st.fixed_dictionaries(
             "upstream_inference_cost",
             "upstream_inference_prompt_cost",
             "upstream_inference_completions_cost",
+            "server_tool_cost",
             values=_money,
         ),
         "server_tool_use_details": _details("web_search_requests"),
     },
+)
+responses_api_usages = st.fixed_dictionaries(
+    {},
+    optional={
+        "input_tokens": _counts,
+        "output_tokens": _counts,
+        "total_tokens": _counts,
+        "cost": _money,
+        "is_byok": st.none() | st.booleans() | json_scalars,
+        "input_tokens_details": _details("cached_tokens", "cache_write_tokens"),
+        "output_tokens_details": _details("reasoning_tokens"),
+        "cost_details": _details(
+            "upstream_inference_cost",
+            "upstream_inference_input_cost",
+            "upstream_inference_output_cost",
+            "server_tool_cost",
+            values=_money,
+        ),
+    },
+)
+# A Responses API response, and the `response.completed` stream event that carries one.
+responses_api_responses = st.fixed_dictionaries(
+    {"usage": responses_api_usages | json_scalars},
+    optional={
+        "id": json_scalars,
+        "model": json_scalars,
+        "object": st.just("response"),
+        "output": st.just([]),
+    },
+)
+responses_api_events = st.fixed_dictionaries(
+    {"type": st.just("response.completed"), "response": responses_api_responses | json_scalars}
 )
 openrouter_responses = st.fixed_dictionaries(
     {"usage": openrouter_usages | json_scalars},

@@ -89,7 +89,7 @@ def test_endpoint_discount_scales_token_buckets_not_fees() -> None:
     assert b.input == 1_000 * D("0.000003") * D("0.65")
     assert b.output == 100 * D("0.000015") * D("0.65")
     assert b.request == D("0.002")
-    assert b.web_search == D("0.02")
+    assert b.server_tools == D("0.02")
     assert b.total == (D("0.003") + D("0.0015")) * D("0.65") + D("0.022")
     assert_consistent(b)
 
@@ -109,7 +109,7 @@ def test_web_search_priced_per_request_reproduces_a_recorded_call() -> None:
     usage["server_tool_use_details"] = {"web_search_requests": 1}
     computed = compute_cost(usage, pricing)
     assert computed.total == reported.total == D("0.0133176")
-    assert computed.web_search == D("0.01")
+    assert computed.server_tools == D("0.01")
     assert reported.reconciliation_delta == 0
 
 
@@ -160,7 +160,13 @@ def test_byok_total_is_the_providers_charge_plus_openrouters_fee() -> None:
 
 
 def test_byok_without_the_upstream_charge_computes_it_and_adds_the_fee() -> None:
-    usage = {"prompt_tokens": 1_000, "completion_tokens": 100, "cost": 0.000225, "is_byok": True}
+    usage = {
+        "prompt_tokens": 1_000,
+        "completion_tokens": 100,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "cost": 0.000225,
+        "is_byok": True,
+    }
     b = compute_cost(usage, SONNET)
     assert b.source == "computed"
     assert b.total == D("0.0045") + D("0.000225")
@@ -270,3 +276,43 @@ def test_a_low_precision_decimal_context_in_the_callers_thread_does_not_round_mo
     with decimal.localcontext(decimal.Context(prec=4)):
         assert compute_cost(usage, SONNET).total == expected
     assert expected == 23_457 * D("0.000003") + 100_000 * D("0.0000003") + 9_876 * D("0.000015")
+
+
+def test_a_reported_server_tool_cost_is_its_own_bucket() -> None:
+    usage = {
+        "prompt_tokens": 8174,
+        "completion_tokens": 30,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "cost_details": {"server_tool_cost": 0.012},
+        "server_tool_use_details": {"web_search_requests": 1},
+    }
+    pricing = {"prompt": "0.0000004", "completion": "0.0000016", "web_search": "0.01"}
+    b = compute_cost(usage, pricing)
+    assert b.server_tools == D("0.012")  # what OpenRouter said, not the list price of one search
+    assert b.total == D("0.0032696") + D("0.000048") + D("0.012")
+    unpriced = compute_cost({**usage, "cost": 0.02}, None)
+    assert unpriced.server_tools == D("0.012") and unpriced.other == D("0.008")
+    assert_consistent(b)
+
+
+def test_an_unknown_cache_split_is_an_uncached_estimate_without_a_hit_ratio() -> None:
+    b = compute_cost({"prompt_tokens": 10_000, "completion_tokens": 500}, SONNET)
+    assert b.source == "uncached_estimate"
+    assert b.total == 10_000 * D("0.000003") + 500 * D("0.000015")
+    assert b.cache_hit_ratio is None and b.cache_savings is None and b.no_cache_total is None
+    reported = compute_cost({"prompt_tokens": 10_000, "completion_tokens": 500, "cost": 0.0241}, SONNET)
+    assert reported.source == "openrouter" and reported.cache_hit_ratio is None
+
+
+def test_a_reported_server_tool_cost_is_not_scaled_with_a_discount() -> None:
+    usage = {
+        "prompt_tokens": 1_000,
+        "completion_tokens": 100,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "cost": 0.0129,  # 0.01 for the tools, 0.0029 for tokens listed at 0.0045
+        "cost_details": {"server_tool_cost": 0.01},
+    }
+    b = compute_cost(usage, SONNET)
+    assert b.server_tools == D("0.01") and b.total == D("0.0129")
+    assert b.input + b.output == D("0.0029")
+    assert_consistent(b)

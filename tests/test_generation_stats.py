@@ -311,23 +311,28 @@ def test_a_server_error_gives_up_with_one_warning(
 
 @pytest.mark.parametrize(
     "fault",
-    [Fault(delay=1.0), Fault(invalid_json=True), Fault(truncate=True)],
+    [Fault(hold=threading.Event()), Fault(invalid_json=True), Fault(truncate=True)],
     ids=["slower-than-the-request-timeout", "bad-json", "truncated"],
 )
 def test_timeouts_and_bad_responses_give_up(
     openrouter, catalog, make_fetcher, langfuse_client, otlp_receiver, caplog, fault
 ) -> None:
-    openrouter.set_fault("generation", fault)
+    openrouter.set_fault("generation", fault)  # a held answer comes only when the test releases it
     handler = CallbackHandler(
         price_catalog=catalog, generation_stats_fetcher=make_fetcher(request_timeout=0.2)
     )
-    with caplog.at_level(logging.DEBUG, logger="langfuse_openrouter_callbacks"):
-        started = time.monotonic()
-        chat_openai(openrouter).invoke("hello", config={"callbacks": [handler]})
-        (generation,) = exported(handler.flush, otlp_receiver)
-    assert time.monotonic() - started < 0.9  # gave up after the 0.2 s request timeout
+    try:
+        with caplog.at_level(logging.DEBUG, logger="langfuse_openrouter_callbacks"):
+            chat_openai(openrouter).invoke("hello", config={"callbacks": [handler]})
+            (generation,) = exported(handler.flush, otlp_receiver)  # while the slow server holds its answer
+    finally:
+        if fault.hold is not None:
+            fault.hold.set()
     assert_response_numbers_only(generation)
-    assert len(warnings_of(caplog)) == 1 and len(lookups(openrouter)) == 1
+    (warning,) = warnings_of(caplog)
+    assert len(lookups(openrouter)) == 1  # gave up, no retry
+    if fault.hold is not None:
+        assert "timed out after 0.2 s" in warning.getMessage()
 
 
 def test_a_record_that_never_appears_gives_up_within_the_bound(

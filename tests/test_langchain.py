@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -42,6 +43,13 @@ from tests.support.openrouter_server import (
 )
 from tests.support.otlp_receiver import ExportedSpan, OTLPReceiver
 
+# Gemini 2.5 Flash on OpenRouter: a 5-minute cache write is an hour's storage at $1/M over 12
+GEMINI_FLASH = {
+    "prompt": "0.0000003",
+    "completion": "0.0000025",
+    "input_cache_read": "0.00000003",
+    "input_cache_write": "0.00000008333333333333334",
+}
 # 1000 x 3e-6 + 6000 x 3e-7 + 3000 x 3.75e-6 + 300 x 15e-6 + 200 x 15e-6, by hand
 COMPUTED_TOTAL = 0.003 + 0.0018 + 0.01125 + 0.0045 + 0.003
 NO_CACHE_TOTAL = 10_000 * 0.000003 + 500 * 0.000015
@@ -477,12 +485,16 @@ def test_the_users_call_never_waits_for_the_price_api(
     openrouter, langfuse_client, otlp_receiver, tmp_path
 ) -> None:
     openrouter.set_models([model_entry(REQUESTED, SONNET, canonical_slug=DATED)])
-    openrouter.set_fault("models", Fault(delay=3.0))
+    answer = threading.Event()  # the price API answers only when the test says so
+    openrouter.set_fault("models", Fault(hold=answer))
     catalog = PriceCatalog(api_base=openrouter.base_url, cache_dir=tmp_path)
-    started = time.monotonic()
-    chat_openai(openrouter).invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
-    assert time.monotonic() - started < 2.0
-    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    handler = CallbackHandler(price_catalog=catalog)
+    try:  # the call returns and is exported while the price API has not answered
+        chat_openai(openrouter).invoke("hello", config={"callbacks": [handler]})
+        (generation,) = exported_generations(langfuse_client, otlp_receiver)
+        assert not catalog.wait_until_idle(0)  # the model list is still out
+    finally:
+        answer.set()
     assert generation.metadata["openrouter"]["pricing_source"] == "genai-prices"  # offline data meanwhile
     assert generation.cost_details["total"] == 0.0241
 
@@ -500,3 +512,258 @@ def test_savings_score_is_recorded_when_asked(openrouter, catalog, langfuse_clie
     llm.invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
     exported_generations(langfuse_client, otlp_receiver)
     assert otlp_receiver.scores() == []  # opt-in
+
+
+# ---------------------------------------------------------------------------- every real shape (issue 13)
+
+
+def _lookups(openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from langfuse_openrouter_callbacks import generation_stats
+    from langfuse_openrouter_callbacks.generation_stats import GenerationStatsFetcher
+
+    monkeypatch.setattr(generation_stats, "_warned", set())
+    return GenerationStatsFetcher(
+        "sk-or-test", api_base=openrouter.base_url, initial_delay=0.0, initial_backoff=0.05, total_timeout=3.0
+    )
+
+
+@pytest.mark.parametrize("way", ["invoke", "stream"])
+def test_chat_openai_on_the_responses_api(openrouter, catalog, langfuse_client, otlp_receiver, way) -> None:
+    """`use_responses_api=True` posts to /responses: LangChain keeps the counts (cache writes included)
+    and drops OpenRouter's cost, which is then computed from the prices."""
+    llm = chat_openai(openrouter, use_responses_api=True)
+    config = {"callbacks": [CallbackHandler(price_catalog=catalog)]}
+    if way == "invoke":
+        assert llm.invoke("hello", config=config).content
+    else:
+        assert list(llm.stream("hello", config=config))
+    assert openrouter.completion_requests[-1].path.endswith("/responses")
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert_cached_call(generation, cost_source="computed", total=COMPUTED_TOTAL)
+    assert generation.metadata["openrouter"]["generation_id"].startswith("gen-")
+
+
+def test_chat_openai_on_the_responses_api_takes_the_billed_cost_from_the_generation_record(
+    openrouter, catalog, langfuse_client, otlp_receiver, monkeypatch
+) -> None:
+    fetcher = _lookups(openrouter, monkeypatch)
+    try:
+        handler = CallbackHandler(price_catalog=catalog, generation_stats_fetcher=fetcher)
+        chat_openai(openrouter, use_responses_api=True).invoke("hello", config={"callbacks": [handler]})
+        handler.flush()
+    finally:
+        fetcher.close()
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert_cached_call(generation, cost_source="openrouter", total=0.0241)
+
+
+# Real BYOK and non-BYOK costs (reference openrouter.md section 8; issue 13): ChatOpenRouter drops `is_byok`.
+BYOK_CASES = {
+    "byok-free": (
+        Usage(prompt_tokens=1_000, completion_tokens=100, cost=0.0, upstream_inference_cost=0.00417),
+        True,
+    ),
+    "byok-5pct-fee": (
+        Usage(prompt_tokens=1_000, completion_tokens=100, cost=0.0002085, upstream_inference_cost=0.00417),
+        True,
+    ),
+    "endpoint-discount": (
+        Usage(prompt_tokens=1_000, completion_tokens=100, cost=0.0027105, upstream_inference_cost=0.00417),
+        False,
+    ),
+    "plain": (Usage(prompt_tokens=1_000, completion_tokens=100, cost=0.00417), False),
+}
+
+
+@pytest.mark.parametrize("way", ["invoke", "stream"])
+@pytest.mark.parametrize("name", list(BYOK_CASES))
+def test_chat_openrouter_tells_byok_from_the_costs_it_keeps(
+    openrouter, catalog, langfuse_client, otlp_receiver, name, way
+) -> None:
+    usage, byok = BYOK_CASES[name]
+    openrouter.set_default(
+        ResponseSpec(model=DATED, provider="Anthropic", usage=replace(usage, is_byok=byok))
+    )
+    config = {"callbacks": [CallbackHandler(price_catalog=catalog)]}
+    llm = chat_openrouter(openrouter)
+    if way == "invoke":
+        message = llm.invoke("hello", config=config)
+    else:
+        chunks = list(llm.stream("hello", config=config))
+        message = chunks[0]
+        for chunk in chunks[1:]:
+            message = message + chunk
+    assert "cost" in message.response_metadata
+    assert "is_byok" not in message.response_metadata  # langchain-openrouter 0.2.9 drops it
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    meta = generation.metadata["openrouter"]
+    assert meta["is_byok"] is byok and meta["cost_source"] == "openrouter"
+    # BYOK: the provider's charge to your key plus OpenRouter's fee; else OpenRouter's charge
+    expected = usage.upstream_inference_cost + usage.cost if byok else usage.cost
+    assert generation.cost_details["total"] == pytest.approx(expected, abs=1e-15)
+
+
+def test_chat_openrouter_byok_is_taken_from_the_generation_record_when_lookups_are_on(
+    openrouter, catalog, langfuse_client, otlp_receiver, monkeypatch
+) -> None:
+    """A BYOK fee above the rule's 5% would read as not BYOK; the /generation record says it is."""
+    usage = Usage(prompt_tokens=1_000, completion_tokens=100, cost=0.001, upstream_inference_cost=0.00417)
+    openrouter.set_default(
+        ResponseSpec(model=DATED, provider="Anthropic", usage=replace(usage, is_byok=True))
+    )
+    fetcher = _lookups(openrouter, monkeypatch)
+    try:
+        handler = CallbackHandler(price_catalog=catalog, generation_stats_fetcher=fetcher)
+        chat_openrouter(openrouter).invoke("hello", config={"callbacks": [handler]})
+        handler.flush()
+    finally:
+        fetcher.close()
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert generation.metadata["openrouter"]["is_byok"] is True
+    assert generation.cost_details["total"] == pytest.approx(0.001 + 0.00417, abs=1e-15)
+
+
+def completion_model(server: FakeOpenRouter) -> Any:
+    from langchain_openai import OpenAI
+
+    return OpenAI(base_url=server.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0)
+
+
+def test_openai_completions_say_the_cost_is_an_uncached_estimate(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    """LangChain's completion models keep only the three totals: the cache split is unknown, and said so."""
+    assert completion_model(openrouter).invoke(
+        "hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]}
+    )
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert generation.usage_details == {"input": 10_000, "output": 500, "total": 10_500}
+    meta = generation.metadata["openrouter"]
+    assert meta["cost_source"] == "uncached_estimate"
+    assert meta["cache_hit_ratio"] is None and meta["cache_savings_usd"] is None
+    assert generation.cost_details["total"] == pytest.approx(NO_CACHE_TOTAL, abs=1e-12)
+
+
+def test_gemini_cache_creation_keeps_both_counts_and_exclusive_input_buckets(
+    openrouter, langfuse_client, otlp_receiver
+) -> None:
+    """Issue 13's real Gemini call: 2168 prompt tokens, 2161 read and the same 2161 written."""
+    gemini = "google/gemini-2.5-flash"
+    catalog = PriceCatalog({gemini: GEMINI_FLASH}, offline=True)
+    usage = Usage(
+        prompt_tokens=2_168, completion_tokens=0, cached_tokens=2_161, cache_write_tokens=2_161, cost=None
+    )
+    openrouter.set_default(ResponseSpec(model=gemini, provider="Google", usage=usage))
+    llm = ChatOpenAI(base_url=openrouter.base_url, api_key="sk-or-test", model=gemini, max_retries=0)
+    llm.invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    details = generation.usage_details
+    assert details == {
+        "input": 7,
+        "input_cache_creation": 2_161,
+        "cache_written_and_read": 2_161,
+        "output": 0,
+        "total": 2_168,
+    }
+    assert sum(v for k, v in details.items() if "input" in k) == 2_168  # the UI's "input" group
+    cost = generation.cost_details
+    assert cost["input_cache_read"] == pytest.approx(2_161 * 0.03e-6)
+    assert cost["input_cache_creation"] == pytest.approx(2_161 * 0.0833333333e-6)
+    assert cost["total"] == pytest.approx(0.00024701333, abs=5e-12)  # OpenRouter's prompt cost, as quoted
+
+
+def test_a_bare_llm_root_run_stores_unquoted_user_and_session_ids(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    """The server reads `user.id`/`session.id` before the JSON-encoded metadata copies (`"u-1"`)."""
+    chat_openai(openrouter).invoke(
+        "hello",
+        config={
+            "callbacks": [CallbackHandler(price_catalog=catalog)],
+            "metadata": {"langfuse_user_id": "u-1", "langfuse_session_id": "s-1"},
+        },
+    )
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert generation.attributes["user.id"] == "u-1"
+    assert generation.attributes["session.id"] == "s-1"
+    assert generation.attributes["langfuse.observation.metadata.langfuse_user_id"] == '"u-1"'  # Langfuse's
+
+
+def test_a_recorded_web_search_call_gets_its_server_tools_bucket(
+    openrouter, langfuse_client, otlp_receiver
+) -> None:
+    """The real recorded gpt-4.1-mini call with one web search, replayed byte for byte."""
+    model = "openai/gpt-4.1-mini"
+    catalog = PriceCatalog(
+        {model: {"prompt": "0.0000004", "completion": "0.0000016", "web_search": "0.01"}}, offline=True
+    )
+    openrouter.replay("test_openrouter_web_search_tool_usage.yaml")
+    llm = ChatOpenAI(base_url=openrouter.base_url, api_key="sk-or-test", model=model, max_retries=0)
+    llm.invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert generation.cost_details["server_tools"] == pytest.approx(0.01)
+    assert generation.cost_details["total"] == pytest.approx(0.0133176, abs=1e-12)
+    meta = generation.metadata["openrouter"]
+    assert meta["web_search_requests"] == 1 and meta["reconciliation_delta"] == 0
+    assert meta["server_tool_cost"] is None  # not reported: priced by the catalog's web_search
+
+
+def test_chat_openrouter_loses_the_server_tool_details_but_not_their_cost(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    """langchain-openrouter 0.2.9 drops `server_tool_use_details` and `cost_details.server_tool_cost`:
+    the total is still OpenRouter's, and what the tools cost shows as `other`."""
+    usage = Usage(
+        prompt_tokens=1_000, completion_tokens=100, cost=0.0145, server_tool_cost=0.01, web_search_requests=1
+    )
+    openrouter.set_default(ResponseSpec(model=DATED, provider="Anthropic", usage=usage))
+    message = chat_openrouter(openrouter).invoke(
+        "hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]}
+    )
+    assert "server_tool_cost" not in message.response_metadata["cost_details"]
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert "server_tools" not in generation.cost_details
+    assert generation.cost_details["other"] == pytest.approx(0.01, abs=1e-12)
+    assert generation.cost_details["total"] == pytest.approx(0.0145, abs=1e-12)
+
+
+def test_chat_openai_keeps_a_reported_server_tool_cost(
+    openrouter, catalog, langfuse_client, otlp_receiver
+) -> None:
+    usage = Usage(
+        prompt_tokens=1_000, completion_tokens=100, cost=0.0145, server_tool_cost=0.01, web_search_requests=1
+    )
+    openrouter.set_default(ResponseSpec(model=DATED, provider="Anthropic", usage=usage))
+    chat_openai(openrouter).invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    assert generation.cost_details["server_tools"] == pytest.approx(0.01)
+    assert generation.cost_details["total"] == pytest.approx(0.0145, abs=1e-12)
+    meta = generation.metadata["openrouter"]
+    assert meta["server_tool_cost"] == pytest.approx(0.01) and meta["web_search_requests"] == 1
+
+
+def test_a_response_without_the_cache_split_takes_it_from_the_generation_record(
+    openrouter, catalog, langfuse_client, otlp_receiver, monkeypatch
+) -> None:
+    """Only the three totals on the wire (as in older responses): an uncached estimate, unless the
+    `/generation` record (its `native_tokens_cached` and `total_cost`) is fetched."""
+    openrouter.set_default(
+        ResponseSpec(model=DATED, provider="Anthropic", usage=replace(CACHED_CALL, legacy=True))
+    )
+    chat_openai(openrouter).invoke("hello", config={"callbacks": [CallbackHandler(price_catalog=catalog)]})
+    (estimate,) = exported_generations(langfuse_client, otlp_receiver)
+    assert estimate.metadata["openrouter"]["cost_source"] == "uncached_estimate"
+    assert estimate.metadata["openrouter"]["cache_hit_ratio"] is None
+    otlp_receiver.clear()
+    fetcher = _lookups(openrouter, monkeypatch)
+    try:
+        handler = CallbackHandler(price_catalog=catalog, generation_stats_fetcher=fetcher)
+        chat_openai(openrouter).invoke("hello", config={"callbacks": [handler]})
+        handler.flush()
+    finally:
+        fetcher.close()
+    (generation,) = exported_generations(langfuse_client, otlp_receiver)
+    meta = generation.metadata["openrouter"]
+    assert meta["cost_source"] == "openrouter" and meta["cache_hit_ratio"] == 0.6
+    assert generation.usage_details["input_cache_read"] == 6_000  # the record has no cache writes
+    assert generation.cost_details["total"] == pytest.approx(0.0241, abs=1e-12)

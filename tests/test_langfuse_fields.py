@@ -180,3 +180,41 @@ def test_generation_attributes_write_every_bucket() -> None:
         generation_attributes(OpenRouterUsage(), breakdown)["langfuse.observation.cost_details"]
     )
     assert list(written) == [*BUCKETS, "total"]
+
+
+def test_overlapping_reads_and_writes_keep_the_input_group_summing_to_the_prompt() -> None:
+    from tests.shared_data import shape_cases
+
+    case = shape_cases()["gemini-cache-creation-overlap"]
+    usage = OpenRouterUsage.from_openrouter(case["usage"])
+    breakdown = compute_cost(usage, case["pricing"])
+    usage_details, cost_details, metadata = to_langfuse(usage, breakdown)
+    assert usage_details == case["expected_usage_details"]
+    assert sum(v for k, v in usage_details.items() if "input" in k) == usage.prompt_tokens
+    assert sum(v for k, v in cost_details.items() if k != "total") == pytest.approx(cost_details["total"])
+    assert metadata["openrouter"]["cache_hit_ratio"] == pytest.approx(2161 / 2168)
+    fast = generation_attributes(usage, breakdown)
+    assert json.loads(fast["langfuse.observation.usage_details"]) == usage_details
+
+
+def test_server_tools_are_a_cost_bucket_and_metadata() -> None:
+    usage = OpenRouterUsage.from_openrouter(
+        {
+            "prompt_tokens": 100,
+            "completion_tokens": 10,
+            "cost": 0.0105,
+            "cost_details": {"server_tool_cost": 0.01},
+            "server_tool_use_details": {"web_search_requests": 2},
+        }
+    )
+    _, cost_details, metadata = to_langfuse(usage, compute_cost(usage, SONNET))
+    assert cost_details["server_tools"] == 0.01
+    assert metadata["openrouter"]["server_tool_cost"] == 0.01
+    assert metadata["openrouter"]["web_search_requests"] == 2
+
+
+def test_trace_attributes_are_plain_strings() -> None:
+    from langfuse_openrouter_callbacks.langfuse_fields import trace_attributes
+
+    assert trace_attributes("u-1", "s-1") == {"user.id": "u-1", "session.id": "s-1"}
+    assert trace_attributes(None, 7) == {} and trace_attributes("", "s") == {"session.id": "s"}

@@ -61,3 +61,27 @@ def test_ci_runs_the_readme_test_command_word_for_word() -> None:
     command = next(line for line in readme.splitlines() if line.startswith("pip install") and "dev]" in line)
     ci_lines = (repo / ".ci" / "run").read_text().splitlines()
     assert command in ci_lines
+
+
+def test_the_suite_needs_nothing_outside_the_clone() -> None:
+    """The real data the tests use lives in tests/data/, every entry with its source; no test reads
+    a path beside the repository (`../shared`)."""
+    import json
+
+    from tests import shared_data
+    from tests.support import recorded_exchanges_path
+
+    repo = ROOT.parent
+    assert repo / "tests" / "data" == shared_data.DATA
+    assert recorded_exchanges_path().parent == shared_data.DATA
+    assert all(case["source"] for case in shared_data.cost_cases())
+    assert all(exchange["source"] for exchange in shared_data.recorded_exchanges())
+    for path in shared_data.DATA.glob("*.json"):
+        data = json.loads(path.read_text())
+        entries = data["cases"] if isinstance(data, dict) else data
+        assert entries and all(entry.get("source") for entry in entries), path.name
+    for path in (repo / "tests").rglob("*.py"):
+        if path == Path(__file__).resolve():
+            continue
+        text = path.read_text()
+        assert "shared/data" not in text and "parents[2]" not in text, path.relative_to(repo)

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from langfuse_openrouter_callbacks import OpenRouterUsage, compute_cost, to_langfuse
 from langfuse_openrouter_callbacks._log import Problems
+from langfuse_openrouter_callbacks.langfuse_fields import (
+    CACHE_OVERLAP_KEY,
+    generation_attributes,
+    otel_attributes,
+)
 from tests.strategies import (
     json_values,
     openrouter_responses,
     openrouter_usages,
+    responses_api_events,
+    responses_api_responses,
+    responses_api_usages,
     usage_like,
     valid_openrouter_usages,
 )
@@ -32,9 +42,10 @@ def _valid(u: OpenRouterUsage) -> None:
     ):
         value = getattr(u, name)
         assert type(value) is int and value >= 0
-    assert u.cached_tokens + u.cache_write_tokens <= u.prompt_tokens
+    assert u.cached_tokens <= u.prompt_tokens and u.cache_write_tokens <= u.prompt_tokens
+    assert 0 <= u.uncached_prompt_tokens <= u.prompt_tokens
     assert u.reasoning_tokens <= u.completion_tokens
-    for name in ("cost", "upstream_inference_cost"):
+    for name in ("cost", "upstream_inference_cost", "server_tool_cost"):
         value = getattr(u, name)
         assert value is None or (isinstance(value, Decimal) and value.is_finite() and value >= 0)
 
@@ -70,7 +81,13 @@ def _same(usual: OpenRouterUsage, careful: OpenRouterUsage) -> None:
 
 
 @quiet
-@given(obj=openrouter_responses | openrouter_usages)
+@given(
+    obj=openrouter_responses
+    | openrouter_usages
+    | responses_api_usages
+    | responses_api_responses
+    | responses_api_events
+)
 def test_the_usual_shape_reader_agrees_with_the_careful_one(obj: dict) -> None:
     usual = OpenRouterUsage._read_usual_openrouter(obj)
     if usual is not None:
@@ -163,20 +180,32 @@ money = st.none() | st.decimals(min_value=0, max_value=100, places=9, allow_nan=
 def usages(draw: st.DrawFn) -> dict:
     prompt = draw(counts)
     cached = draw(st.integers(0, prompt))
-    writes = draw(st.integers(0, prompt - cached))
+    # writes within what is left, or (as Gemini reports a cache it creates) overlapping the reads
+    writes = draw(st.integers(0, prompt - cached) | st.integers(0, prompt))
     completion = draw(counts)
     cost = draw(money)
     upstream = draw(money)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
+    tools_cost = draw(money)
+    responses_api = draw(st.booleans())
+    details = {"cached_tokens": cached, "cache_write_tokens": writes}
+    reasoning = {"reasoning_tokens": draw(st.integers(0, completion))}
+    usage = {
         "cost": None if cost is None else str(cost),
         "is_byok": draw(st.none() | st.booleans()),
-        "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": writes},
-        "completion_tokens_details": {"reasoning_tokens": draw(st.integers(0, completion))},
-        "cost_details": {"upstream_inference_cost": None if upstream is None else str(upstream)},
+        "cost_details": {
+            "upstream_inference_cost": None if upstream is None else str(upstream),
+            "server_tool_cost": None if tools_cost is None else str(tools_cost),
+        },
         "server_tool_use_details": {"web_search_requests": draw(st.integers(0, 5))},
     }
+    if responses_api:
+        usage |= {"input_tokens": prompt, "output_tokens": completion}
+        usage |= {"input_tokens_details": details, "output_tokens_details": reasoning}
+    else:
+        usage |= {"prompt_tokens": prompt, "completion_tokens": completion}
+        if draw(st.booleans()) or draw(st.booleans()):  # without details the cache split is unknown
+            usage |= {"prompt_tokens_details": details, "completion_tokens_details": reasoning}
+    return usage
 
 
 @st.composite
@@ -208,5 +237,23 @@ def test_buckets_are_non_negative_and_sum_exactly_to_total(usage: dict, pricing:
     u = OpenRouterUsage.from_openrouter(usage)
     usage_details, cost_details, _ = to_langfuse(u, b)
     assert all(type(v) is int and v >= 0 for v in usage_details.values())
-    assert sum(v for k, v in usage_details.items() if k != "total") == usage_details["total"]
+    # the UI's "input" and "output" groups (keys containing those words) sum to the prompt and completion
+    inputs = sum(v for k, v in usage_details.items() if "input" in k)
+    outputs = sum(v for k, v in usage_details.items() if "output" in k)
+    assert (inputs, outputs) == (u.prompt_tokens, u.completion_tokens)
+    assert inputs + outputs == usage_details["total"]
+    assert set(usage_details) - {"total", CACHE_OVERLAP_KEY} == {k for k in usage_details if "put" in k}
     assert all(type(v) is float and v >= 0 for v in cost_details.values())
+
+
+@quiet
+@given(usage=usages(), pricing=pricings())
+def test_the_fast_attribute_writer_writes_what_the_dicts_say(usage: dict, pricing: dict | None) -> None:
+    u = OpenRouterUsage.from_openrouter(usage)
+    b = compute_cost(u, pricing)
+    fast = generation_attributes(u, b)
+    usage_details, cost_details, metadata = to_langfuse(u, b)
+    slow = otel_attributes(usage_details, cost_details or None, metadata)
+    assert fast.keys() == slow.keys()
+    for key in fast:
+        assert json.loads(fast[key]) == pytest.approx(json.loads(slow[key]))

@@ -10,7 +10,7 @@ import openai.types.chat
 import pytest
 
 from langfuse_openrouter_callbacks import OpenRouterUsage
-from tests.shared_data import recorded_exchanges
+from tests.shared_data import recorded_exchanges, shape_cases
 
 LOGGER = "langfuse_openrouter_callbacks"
 
@@ -257,7 +257,9 @@ def test_contradictions_are_clamped_and_warned(caplog) -> None:
                 "completion_tokens_details": {"reasoning_tokens": 11},
             }
         )
-    assert (u.cached_tokens, u.cache_write_tokens, u.reasoning_tokens) == (100, 0, 10)
+    # each count is clamped to its whole; writes within the prompt overlap the reads (as Gemini's do)
+    assert (u.cached_tokens, u.cache_write_tokens, u.reasoning_tokens) == (100, 20, 10)
+    assert u.uncached_prompt_tokens == 0
     assert len(caplog.records) == 1 and "clamped" in caplog.records[0].getMessage()
 
 
@@ -276,3 +278,158 @@ def test_a_hostile_object_is_only_bad_input(caplog) -> None:
 
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         assert OpenRouterUsage.from_openrouter(Hostile()).is_empty
+
+
+# ---------------------------------------------------------------------------- the Responses API (issue 13)
+
+
+def _responses_body(usage: dict) -> dict:
+    """A Responses API `response` object as OpenRouter sends it, around `usage`."""
+    return {
+        "id": "gen-1779760224-sMJGzTLJPgeLJ7PAeyJ7",
+        "object": "response",
+        "created_at": 1779760224,
+        "model": "anthropic/claude-4.5-sonnet-20250929",
+        "status": "completed",
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Hi", "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": usage,
+    }
+
+
+RESPONSES_USAGE = {  # issue 13's real cache-writing call, with the costs its fields carry
+    **shape_cases()["responses-api-cache-write"]["usage"],
+    "cost": 0.01518,
+    "is_byok": False,
+    "cost_details": {
+        "upstream_inference_cost": 0.01518,
+        "upstream_inference_input_cost": 0.015105,
+        "upstream_inference_output_cost": 0.000075,
+    },
+}
+
+
+def _sse_completed_event(body: dict) -> dict:
+    """The `response.completed` event of the SSE text that streams `body`, parsed as a client would."""
+    import json
+
+    text = (
+        'event: response.created\ndata: {"type":"response.created","sequence_number":0,'
+        f'"response":{json.dumps({**body, "status": "in_progress", "usage": None, "output": []})}}}\n\n'
+        "event: response.completed\n"
+        f"data: {json.dumps({'type': 'response.completed', 'sequence_number': 1, 'response': body})}\n\n"
+    )
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    assert OpenRouterUsage.from_openrouter(events[0]).is_empty  # the stream's first event has no usage
+    return events[-1]
+
+
+def test_reads_the_responses_api_every_way_it_arrives() -> None:
+    from openai.types.responses import Response, ResponseCompletedEvent
+
+    body = _responses_body(RESPONSES_USAGE)
+    event = _sse_completed_event(body)
+    ways = {
+        "usage dict": RESPONSES_USAGE,
+        "response dict": body,
+        "sdk Response": Response.model_validate(body),
+        "sdk usage": Response.model_validate(body).usage,
+        "sse event dict": event,
+        "sdk completed event": ResponseCompletedEvent.model_validate(event),
+    }
+    for way, obj in ways.items():
+        u = OpenRouterUsage.from_openrouter(obj)
+        assert (u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.cache_write_tokens) == (
+            4020,
+            5,
+            0,
+            4012,
+        ), way
+        assert u.uncached_prompt_tokens == 8 and u.cost == Decimal("0.01518"), way
+        assert u.upstream_inference_prompt_cost == Decimal("0.015105"), way
+        assert u.upstream_inference_completions_cost == Decimal("0.000075"), way
+        assert u.is_byok is False and u.cache_reported, way
+        if way not in ("usage dict", "sdk usage"):
+            assert u.generation_id == body["id"] and u.model == body["model"], way
+
+
+@pytest.mark.parametrize("case_id", ["responses-api-cache-write", "responses-api-reasoning"])
+def test_responses_api_examples_read_as_exclusive_langfuse_buckets(case_id: str) -> None:
+    from langfuse_openrouter_callbacks.langfuse_fields import usage_details
+
+    case = shape_cases()[case_id]
+    assert (
+        usage_details(OpenRouterUsage.from_openrouter(_responses_body(case["usage"])))
+        == (case["expected_usage_details"])
+    )
+
+
+def test_gemini_reads_and_writes_overlap_without_a_clamp(caplog) -> None:
+    case = shape_cases()["gemini-cache-creation-overlap"]
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        u = OpenRouterUsage.from_openrouter(case["usage"])
+    assert not caplog.records  # a real shape, not a contradiction
+    assert (u.cached_tokens, u.cache_write_tokens) == (2161, 2161)
+    assert u.uncached_prompt_tokens == 7 and u.cache_overlap_tokens == 2161
+
+
+@pytest.mark.parametrize("case_id", ["byok-free-4170", "byok-free-0063", "endpoint-discount-not-byok"])
+def test_byok_is_told_from_the_costs_when_the_flag_is_dropped(case_id: str) -> None:
+    case = shape_cases()[case_id]
+    usage_metadata = {"input_tokens": 100, "output_tokens": 10, "total_tokens": 110}
+    metadata = {"model_name": "a/b", "id": "gen-1", **case["usage"]}  # as ChatOpenRouter keeps them
+    u = OpenRouterUsage.from_langchain(usage_metadata, metadata)
+    assert u.is_byok is case["expected_is_byok"]
+    assert OpenRouterUsage.from_openrouter({"prompt_tokens": 100, **case["usage"]}).is_byok is u.is_byok
+    # a flag the response does carry is never second-guessed
+    assert OpenRouterUsage.from_langchain(usage_metadata, {**metadata, "is_byok": False}).is_byok is False
+
+
+def test_server_tool_use_and_cost_are_read() -> None:
+    usage = {
+        "prompt_tokens": 8174,
+        "completion_tokens": 30,
+        "cost": 0.0133176,
+        "cost_details": {"upstream_inference_cost": 0.0133176, "server_tool_cost": 0.01},
+        "server_tool_use_details": {"web_search_requests": 1, "tool_calls_requested": 1},
+    }
+    u = OpenRouterUsage.from_openrouter(usage)
+    assert u.web_search_requests == 1 and u.server_tool_cost == Decimal("0.01")
+    assert not u.cache_reported  # no prompt_tokens_details: how the prompt used the cache is unknown
+
+
+def test_the_cache_split_is_unknown_only_when_nothing_says_it() -> None:
+    assert not OpenRouterUsage.from_openrouter({"prompt_tokens": 10, "completion_tokens": 2}).cache_reported
+    said = {"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 0}}
+    assert OpenRouterUsage.from_openrouter(said).cache_reported
+    completions = {"token_usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}
+    assert not OpenRouterUsage.from_langchain(None, completions).cache_reported
+    assert not OpenRouterUsage.from_langchain({"input_tokens": 10, "output_tokens": 2}, {}).cache_reported
+    chat = {"input_tokens": 10, "output_tokens": 2, "input_token_details": {"cache_read": 0}}
+    assert OpenRouterUsage.from_langchain(chat, {"model_name": "a/b"}).cache_reported
+
+
+def test_anthropics_own_usage_is_not_read_as_the_responses_api() -> None:
+    """Anthropic's `input_tokens` excludes the cache and has no `input_tokens_details`: not OpenRouter's
+    Responses API, so it reads as empty (the LlamaIndex handler reads other providers' shapes itself)."""
+    anthropic = {
+        "id": "msg_01",
+        "model": "claude-sonnet-4-5",
+        "usage": {
+            "input_tokens": 12,
+            "cache_read_input_tokens": 4012,
+            "cache_creation_input_tokens": 0,
+            "output_tokens": 5,
+        },
+    }
+    assert OpenRouterUsage.from_openrouter(anthropic).is_empty

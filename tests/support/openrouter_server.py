@@ -2,8 +2,10 @@
 
 Serves, on ``http://127.0.0.1:PORT/api/v1``:
 
-- ``POST /chat/completions`` (``stream: false`` JSON and ``stream: true`` SSE) and
-  ``POST /completions`` (text completion), answered from, in order of precedence:
+- ``POST /chat/completions`` (``stream: false`` JSON and ``stream: true`` SSE),
+  ``POST /completions`` (text completion) and ``POST /responses`` (the Responses API: a
+  ``response`` object, or its SSE events ending in ``response.completed``), answered from, in
+  order of precedence:
   the FIFO queue (:meth:`FakeOpenRouter.queue`, :meth:`FakeOpenRouter.replay`), the installed
   ``responder(request_body)`` callable, then the default :class:`ResponseSpec`.
 - ``GET /models``, ``GET /models/{author}/{slug}/endpoints`` and ``GET /generation?id=...`` from
@@ -29,6 +31,7 @@ import os
 import re
 import secrets
 import string
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
 
+from ..shared_data import DATA
 from ._http import BackgroundHTTPServer, QuietHandler, RecordedRequest
 
 __all__ = [
@@ -121,6 +125,7 @@ class Usage:
     upstream_inference_prompt_cost: float | _Auto | None = AUTO
     upstream_inference_completions_cost: float | _Auto | None = AUTO
     web_search_requests: int | None = None
+    server_tool_cost: float | None = None
     tool_calls_requested: int | None = None
     tool_calls_executed: int | None = None
     total_tokens: int | _Auto | None = AUTO
@@ -176,6 +181,40 @@ class Usage:
         out.update(self.extra)
         return out
 
+    def to_responses_json(self) -> dict[str, Any]:
+        """The wire ``usage`` object of the Responses API: the same counts and costs under its names
+        (``input_tokens``, ``input_tokens_details``, ``upstream_inference_input_cost``, ...)."""
+        chat = self.to_json()
+        prompt = chat.get("prompt_tokens_details") or {}
+        completion = chat.get("completion_tokens_details") or {}
+        out: dict[str, Any] = {
+            "input_tokens": chat["prompt_tokens"],
+            "input_tokens_details": _drop_none(
+                {
+                    "cached_tokens": prompt.get("cached_tokens", 0),
+                    "cache_write_tokens": prompt.get("cache_write_tokens"),
+                }
+            ),
+            "output_tokens": chat["completion_tokens"],
+            "output_tokens_details": {"reasoning_tokens": completion.get("reasoning_tokens", 0)},
+            "total_tokens": chat["total_tokens"],
+        }
+        for key in ("cost", "is_byok", "server_tool_use_details"):
+            if key in chat:
+                out[key] = chat[key]
+        if "cost_details" in chat:
+            details = chat["cost_details"]
+            out["cost_details"] = _drop_none(
+                {
+                    "upstream_inference_cost": details["upstream_inference_cost"],
+                    "upstream_inference_input_cost": details["upstream_inference_prompt_cost"],
+                    "upstream_inference_output_cost": details["upstream_inference_completions_cost"],
+                    "server_tool_cost": details.get("server_tool_cost"),
+                }
+            )
+            out["cost_details"].setdefault("upstream_inference_cost", None)
+        return out
+
     def cost_details(self) -> dict[str, Any]:
         """The wire ``cost_details`` object (AUTO values resolved)."""
         upstream = self.upstream_inference_cost
@@ -191,11 +230,14 @@ class Usage:
                 prompt_cost = auto_prompt
             if isinstance(completions_cost, _Auto):
                 completions_cost = round(basis - auto_prompt, 12)
-        return {
+        details = {
             "upstream_inference_cost": upstream,
             "upstream_inference_prompt_cost": prompt_cost,
             "upstream_inference_completions_cost": completions_cost,
         }
+        if self.server_tool_cost is not None:
+            details["server_tool_cost"] = self.server_tool_cost
+        return details
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -334,24 +376,9 @@ class RecordedExchange:
 
 
 def recorded_exchanges_path() -> Path:
-    """Locate ``openrouter_recorded_exchanges.json``.
-
-    Order: ``$OPENROUTER_RECORDED_EXCHANGES``, ``tests/data/``, then the project's shared data
-    directory ``../shared/data`` beside the repository (as ``tests/shared_data.py`` uses).
-    Raises ``FileNotFoundError`` listing the candidates.
-    """
-    here = Path(__file__).resolve().parent
-    name = "openrouter_recorded_exchanges.json"
+    """The recorded exchanges: `$OPENROUTER_RECORDED_EXCHANGES`, else `tests/data/`."""
     env = os.environ.get("OPENROUTER_RECORDED_EXCHANGES")
-    candidates = [
-        *([Path(env)] if env else []),
-        here.parent / "data" / name,
-        here.parents[2] / "shared" / "data" / name,
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"openrouter_recorded_exchanges.json not found in {[str(c) for c in candidates]}")
+    return Path(env) if env else DATA / "openrouter_recorded_exchanges.json"
 
 
 _EXCHANGES_CACHE: dict[Path, list[RecordedExchange]] = {}
@@ -628,11 +655,14 @@ class Fault:
     ``status`` sends an OpenRouter error body with that status; ``invalid_json`` sends a
     complete but unparseable ``application/json`` body; ``truncate`` declares the full
     Content-Length, sends half the body and closes the connection; ``delay`` sleeps first;
-    ``headers`` are added to the response (e.g. ``{"Retry-After": "1"}`` with ``status=429``).
+    ``hold`` waits until the test sets that event (at most 60 s), so a test can check what happened
+    while the server had not answered yet, on any machine; ``headers`` are added to the response
+    (e.g. ``{"Retry-After": "1"}`` with ``status=429``).
     """
 
     status: int | None = None
     delay: float = 0.0
+    hold: threading.Event | None = None
     invalid_json: bool = False
     truncate: bool = False
     times: int | None = None
@@ -779,8 +809,12 @@ class FakeOpenRouter(BackgroundHTTPServer[_OpenRouterHandler]):
 
     @property
     def completion_requests(self) -> list[RecordedRequest]:
-        """POSTs to ``/chat/completions`` and ``/completions``."""
-        return [r for r in self.requests if r.method == "POST" and r.path.endswith("completions")]
+        """POSTs to ``/chat/completions``, ``/completions`` and ``/responses``."""
+        return [
+            r
+            for r in self.requests
+            if r.method == "POST" and (r.path.endswith("completions") or r.path.endswith("/responses"))
+        ]
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
@@ -841,8 +875,8 @@ class FakeOpenRouter(BackgroundHTTPServer[_OpenRouterHandler]):
             handler.send_json(404, {"error": {"code": 404, "message": "Not Found"}})
             return
         route = path[len(API_PREFIX) :]
-        if request.method == "POST" and route in ("/chat/completions", "/completions"):
-            self._handle_completion(handler, request, chat=route == "/chat/completions")
+        if request.method == "POST" and route in ("/chat/completions", "/completions", "/responses"):
+            self._handle_completion(handler, request, chat=route == "/chat/completions", api=route)
         elif request.method == "GET" and route == "/models":
             with self._lock:
                 payload: Any = {"data": list(self._models)}
@@ -883,6 +917,8 @@ class FakeOpenRouter(BackgroundHTTPServer[_OpenRouterHandler]):
             return
         if fault.delay:
             time.sleep(fault.delay)
+        if fault.hold is not None:
+            fault.hold.wait(60)
         if fault.status is not None:
             status = fault.status
             if status >= 400:
@@ -902,7 +938,7 @@ class FakeOpenRouter(BackgroundHTTPServer[_OpenRouterHandler]):
             handler.send_bytes(status, body, "application/json", fault.headers)
 
     def _handle_completion(
-        self, handler: _OpenRouterHandler, request: RecordedRequest, *, chat: bool
+        self, handler: _OpenRouterHandler, request: RecordedRequest, *, chat: bool, api: str
     ) -> None:
         try:
             body = request.json()
@@ -952,7 +988,13 @@ class FakeOpenRouter(BackgroundHTTPServer[_OpenRouterHandler]):
                     finish_reason=spec.resolved_finish_reason,
                 ),
             )
-        if stream:
+        if api == "/responses":
+            response = _responses_payload(spec, gen_id, created, model)
+            if stream:
+                self._serve_stream(handler, spec, _responses_events(response))
+            else:
+                handler.send_json(200, response, spec.headers)
+        elif stream:
             events = _chat_stream_events if chat else _text_stream_events
             self._serve_stream(handler, spec, events(spec, gen_id, created, model, tool_ids))
         else:
@@ -1210,3 +1252,104 @@ def _text_stream_events(
     if spec.include_usage:
         yield _sse(_usage_chunk(spec, gen_id, created, model, obj, {}))
     yield b"data: [DONE]\n\n"
+
+
+def _responses_payload(spec: ResponseSpec, gen_id: str, created: int, model: str) -> dict[str, Any]:
+    """A Responses API ``response`` object as OpenRouter sends it (``POST /api/v1/responses``)."""
+    output: list[dict[str, Any]] = []
+    if spec.reasoning is not None:
+        output.append(
+            {
+                "type": "reasoning",
+                "id": "rs_" + gen_id.rsplit("-", 1)[-1],
+                "summary": [{"type": "summary_text", "text": spec.reasoning}],
+            }
+        )
+    output.append(
+        {
+            "type": "message",
+            "id": "msg_" + gen_id.rsplit("-", 1)[-1],
+            "status": "completed",
+            "role": "assistant",
+            "content": [
+                {"type": "output_text", "text": spec.content or "", "annotations": [], "logprobs": []}
+            ],
+        }
+    )
+    payload: dict[str, Any] = {
+        "id": gen_id,
+        "object": "response",
+        "created_at": created,
+        "model": model,
+        "status": "completed",
+        "output": output,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "metadata": {},
+        "parallel_tool_calls": True,
+        "temperature": None,
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": None,
+        "max_output_tokens": None,
+        "service_tier": spec.service_tier or "auto",
+        "usage": spec.usage.to_responses_json() if spec.include_usage else None,
+    }
+    payload.update(spec.extra_fields)
+    return payload
+
+
+def _responses_events(response: dict[str, Any]) -> Iterator[bytes]:
+    """The Responses API's SSE events for ``response``: created, in progress, the text as deltas, done,
+    then ``response.completed`` carrying the whole response with its usage."""
+    sequence = iter(range(1_000_000))
+
+    def event(kind: str, **fields: Any) -> bytes:
+        payload = {"type": kind, "sequence_number": next(sequence), **fields}
+        return f"event: {kind}\n".encode() + _sse(payload)
+
+    pending = {**response, "status": "in_progress", "output": [], "usage": None}
+    yield event("response.created", response=pending)
+    yield event("response.in_progress", response=pending)
+    for index, item in enumerate(response["output"]):
+        if item["type"] != "message":
+            yield event("response.output_item.added", output_index=index, item=item)
+            yield event("response.output_item.done", output_index=index, item=item)
+            continue
+        text = item["content"][0]["text"]
+        yield event(
+            "response.output_item.added",
+            output_index=index,
+            item={**item, "status": "in_progress", "content": []},
+        )
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        yield event(
+            "response.content_part.added", item_id=item["id"], output_index=index, content_index=0, part=part
+        )
+        for piece in re.findall(r"\s*\S+\s*|\s+", text):
+            yield event(
+                "response.output_text.delta",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                delta=piece,
+                logprobs=[],
+            )
+        yield event(
+            "response.output_text.done",
+            item_id=item["id"],
+            output_index=index,
+            content_index=0,
+            text=text,
+            logprobs=[],
+        )
+        yield event(
+            "response.content_part.done",
+            item_id=item["id"],
+            output_index=index,
+            content_index=0,
+            part={**part, "text": text},
+        )
+        yield event("response.output_item.done", output_index=index, item=item)
+    yield event("response.completed", response=response)
