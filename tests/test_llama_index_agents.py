@@ -102,14 +102,12 @@ def handler(catalog, clean_llama_index, langfuse_client) -> Any:
     return set_global_handler(price_catalog=catalog)
 
 
-def openrouter_llm(server: FakeOpenRouter, **kwargs: Any) -> OpenRouter:
-    return OpenRouter(
-        api_base=server.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0, **kwargs
-    )
+def openrouter_llm(server: FakeOpenRouter, model: str = REQUESTED, **kwargs: Any) -> OpenRouter:
+    return OpenRouter(api_base=server.base_url, api_key="sk-or-test", model=model, max_retries=0, **kwargs)
 
 
-def function_calling_llm(server: FakeOpenRouter) -> OpenRouter:
-    return openrouter_llm(server, is_function_calling_model=True)
+def function_calling_llm(server: FakeOpenRouter, model: str = REQUESTED) -> OpenRouter:
+    return openrouter_llm(server, model, is_function_calling_model=True)
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""What the Langfuse server stores for each LlamaIndex app traced by `set_global_handler()`.
+"""What the Langfuse server stores for each LlamaIndex app traced by `set_global_handler()` or `instrument()`.
 
 Each app (query engine, streamed query, chat engine, agent, workflow) runs against the local fake
 OpenRouter; the exact OTLP requests the Langfuse client sent are handed to the Langfuse server's own
@@ -16,7 +16,8 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.tools import FunctionTool
 
+from langfuse_openrouter_callbacks._openinference import instrument, uninstrument
 from langfuse_openrouter_callbacks.demo.embedding import HashEmbedding
 from tests.support.otlp_receiver import TRACES_PATH, OTLPReceiver
 from tests.test_llama_index_agents import (  # noqa: F401 (clean_llama_index and handler are fixtures)
@@ -39,6 +41,10 @@ from tests.test_llama_index_agents import (  # noqa: F401 (clean_llama_index and
     openrouter_llm,
 )
 
+# A model Langfuse has a default price for: the server would price any observation naming it with usage.
+PRICED = "openai/gpt-4.1-mini"
+ANSWER = replace(CALL, model=PRICED, provider="OpenAI")
+
 _DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "tools" / "langfuse-ingest"
 HARNESS_DIR = Path(os.environ.get("LANGFUSE_INGEST", _DEFAULT))
 HARNESS = HARNESS_DIR / "dist" / "harness.cjs"
@@ -50,7 +56,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _index(server: Any) -> VectorStoreIndex:
-    Settings.llm = openrouter_llm(server)
+    Settings.llm = openrouter_llm(server, PRICED)
     Settings.embed_model = HashEmbedding(model_name="hash-256")
     return VectorStoreIndex.from_documents(
         [Document(text="Lima is the capital of Peru."), Document(text="Paris is the capital of France.")]
@@ -77,14 +83,15 @@ async def _chat(server: Any) -> tuple[int, int]:
 
 
 async def _agent(server: Any) -> tuple[int, int]:
-    server.set_responder(function_agent_responder())
-    agent = FunctionAgent(tools=[FunctionTool.from_defaults(multiply)], llm=function_calling_llm(server))
+    server.set_responder(function_agent_responder(ANSWER))
+    llm = function_calling_llm(server, PRICED)
+    agent = FunctionAgent(tools=[FunctionTool.from_defaults(multiply)], llm=llm)
     await agent.run(user_msg=QUESTION)
     return 2, 2
 
 
 async def _workflow(server: Any) -> tuple[int, int]:
-    await TwoSteps(openrouter_llm(server)).run(topic="cats")
+    await TwoSteps(openrouter_llm(server, PRICED)).run(topic="cats")
     return 2, 1
 
 
@@ -113,12 +120,38 @@ def stored(captures: Path, out: Path) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
+@pytest.fixture
+def openinference(langfuse_client, langfuse_tracer_provider, catalog) -> Iterator[None]:
+    """`instrument()`: OpenInference's instrumentation with our enrichment, off again afterwards."""
+    instrument(tracer_provider=langfuse_tracer_provider, price_catalog=catalog)
+    try:
+        yield
+    finally:
+        uninstrument()
+
+
 @pytest.mark.usefixtures("handler")
 @pytest.mark.parametrize("app", list(APPS))
 async def test_the_server_stores_our_cost_on_generations_and_prices_nothing_else(
     app, openrouter, langfuse_client, otlp_receiver, tmp_path
 ) -> None:
-    openrouter.set_default(CALL)
+    await check_stored(app, openrouter, langfuse_client, otlp_receiver, tmp_path)
+
+
+@pytest.mark.usefixtures("clean_llama_index", "openinference")
+@pytest.mark.filterwarnings("ignore:The `json` method is deprecated")  # OpenInference 4.6 calls it
+@pytest.mark.parametrize("app", ["query", "streamed_query", "agent"])
+async def test_the_same_through_openinference(
+    app, openrouter, langfuse_client, otlp_receiver, tmp_path
+) -> None:
+    # OpenInference's LLM spans carry token counts the server would price: only ours may be priced
+    await check_stored(app, openrouter, langfuse_client, otlp_receiver, tmp_path)
+
+
+async def check_stored(
+    app: str, openrouter: Any, langfuse_client: Any, otlp_receiver: Any, tmp_path: Path
+) -> None:
+    openrouter.set_default(ANSWER)
     requests, streamed = await APPS[app](openrouter)
     langfuse_client.flush()
     assert len(openrouter.chat_requests) == requests
@@ -132,7 +165,8 @@ async def test_the_server_stores_our_cost_on_generations_and_prices_nothing_else
     assert len(llm_generations) == len(openrouter.chat_requests), [r["span_name"] for r in generations]
     for row in llm_generations:
         sent, full, legacy = row["sent"], row["events_full"], row["observations_legacy"]
-        assert full["cost_provided"], row["span_name"]  # our cost, not one the server computed
+        assert full["model_matches"], row["span_name"]  # the server knows a price for it...
+        assert full["cost_provided"], row["span_name"]  # ...yet stores our cost, not one it computed
         assert full["cost_details"] == sent["cost_details"]  # every bucket as we sent it
         assert full["cost_details"]["total"] == pytest.approx(0.0241, abs=1e-12)
         assert full["usage_details"] == sent["usage_details"]

@@ -364,6 +364,38 @@ def test_stream_is_enriched_even_when_openinference_handles_events_first(
     assert_one_generation(exported(langfuse_client, otlp_receiver))  # recorded at the usage chunk
 
 
+async def test_an_agents_tool_preparation_is_not_priced(
+    openrouter, instrumented, langfuse_client, otlp_receiver
+) -> None:
+    # FunctionAgent's `OpenRouter._prepare_chat_with_tools` is an LLM span with a model, input and output
+    # but no request: Langfuse would type it a generation and price its text by tokenizing it.
+    from llama_index.core.agent.workflow import FunctionAgent
+    from llama_index.core.tools import FunctionTool
+
+    from tests.test_llama_index_agents import QUESTION, function_agent_responder, multiply
+
+    openrouter.set_responder(function_agent_responder())
+    llm = OpenRouter(
+        api_base=openrouter.base_url,
+        api_key="sk-or-test",
+        model=REQUESTED,
+        max_retries=0,
+        is_function_calling_model=True,
+    )
+    await FunctionAgent(tools=[FunctionTool.from_defaults(multiply)], llm=llm).run(user_msg=QUESTION)
+    spans = exported(langfuse_client, otlp_receiver)
+    preparations = [s for s in spans if s.name.endswith("._prepare_chat_with_tools")]
+    assert len(preparations) == 2
+    for preparation in preparations:
+        assert preparation.attributes[SPAN_KIND] == "LLM" and preparation.attributes["llm.model_name"]
+        assert preparation.observation_type == "span" and preparation.cost_details == {"total": 0}
+    generations = [s for s in spans if s.is_generation]
+    assert len(generations) == 2 and len(openrouter.chat_requests) == 2
+    assert trace_cost(spans) == pytest.approx(2 * 0.0241, abs=1e-12)
+    priceable = [s for s in llm_spans(spans) if s.observation_type != "span"]
+    assert priceable == generations  # every other LLM span is one Langfuse cannot price
+
+
 # ---------------------------------------------------------------------------- other providers, errors
 
 
