@@ -717,10 +717,11 @@ class _EventHandler(BaseEventHandler):
 
 
 def _release(span: _Span) -> None:
-    """Keep only an ended observation's span context: its input and output are not held for its children."""
+    """Keep only an ended observation's span context (late children's parent), not its data."""
     if span.observation is not None:
         span.context = span.observation._otel_span.get_span_context()
         span.observation = None
+    span.llm = None
 
 
 def generation_input(messages: Sequence[Any] | None, prompt: str | None) -> Any:
