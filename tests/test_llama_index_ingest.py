@@ -5,8 +5,7 @@ OpenRouter; the exact OTLP requests the Langfuse client sent are handed to the L
 ingestion code (`langfuse-ingest`, node) and what it stores is checked: every generation with our
 exact cost as the client-provided cost (the server prices nothing itself), and no other observation
 priced. Skipped without node or a built harness: build one with `cp -r ../shared/tools/langfuse-ingest
-/tmp/x && cd /tmp/x && npm ci && node build.mjs` and point `LANGFUSE_INGEST` at that directory (the
-default is `../shared/tools/langfuse-ingest` next to the clone, when built there).
+/tmp/x && cd /tmp/x && npm ci && node build.mjs` and point `LANGFUSE_INGEST` at that directory.
 """
 
 from __future__ import annotations
@@ -45,9 +44,7 @@ from tests.test_llama_index_agents import (  # noqa: F401 (clean_llama_index and
 PRICED = "openai/gpt-4.1-mini"
 ANSWER = replace(CALL, model=PRICED, provider="OpenAI")
 
-_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "tools" / "langfuse-ingest"
-HARNESS_DIR = Path(os.environ.get("LANGFUSE_INGEST", _DEFAULT))
-HARNESS = HARNESS_DIR / "dist" / "harness.cjs"
+HARNESS = Path(os.environ.get("LANGFUSE_INGEST") or ".", "dist", "harness.cjs")
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not HARNESS.is_file(),
