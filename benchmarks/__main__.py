@@ -20,10 +20,10 @@ from pathlib import Path
 from ._common import SUMMARY_ENV, Row, environment, print_table
 
 BENCHMARKS = {
-    "handlers": "1. handler overhead: our on_llm_end / on_event_end against Langfuse's and plain recording",
+    "handlers": "1. handler overhead: our on_llm_end / LLM end event against Langfuse's and plain recording",
     "calculator": "2. calculator: compute_cost against genai_prices.calc_price, usage readers",
     "catalog": "3. catalog: lookups in 1,000 models, cold start, import time",
-    "scale": "4. scale: 100,000 sequential generations (memory), 1,000 concurrent async chains",
+    "scale": "4. scale: 100,000 generations, 20,000 LlamaIndex queries (memory), 1,000 concurrent chains",
     "report_scale": "5. report: 100,000 generations read and diagnosed (time, memory), the start-up",
     "faults_langfuse": "6. Langfuse faults, scores on: user latency ratios and exit times (hang, 401, 413)",
     "startup": "7. startup: handler construction and first call against Langfuse's, lookups at 10,000 ids",

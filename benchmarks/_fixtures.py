@@ -106,6 +106,27 @@ def chat_completion(n: int, content: str = "Refunds take 5 to 7 business days.")
     }
 
 
+def chat_completion_events(n: int, content: str = "Refunds take 5 to 7 business days.") -> bytes:
+    """The same answer streamed as OpenRouter streams it: SSE chunks, the usage chunk last, `[DONE]`."""
+    whole = chat_completion(n, content)
+    envelope = {k: whole[k] for k in ("id", "provider", "model", "created")} | {
+        "object": "chat.completion.chunk"
+    }
+
+    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return b"data: " + json.dumps({**envelope, "choices": choices, **extra}).encode() + b"\n\n"
+
+    words = content.split(" ")
+    pieces = [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+    events = [
+        event([{"index": 0, "delta": {"role": "assistant", "content": p}, "finish_reason": None}])
+        for p in pieces
+    ]
+    events.append(event([{"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}]))
+    events.append(event([], usage=whole["usage"]))
+    return b"".join(events) + b"data: [DONE]\n\n"
+
+
 def marker(n: int) -> str:
     """Text in a prompt that makes the benchmark's OpenRouter answer as call number `n`."""
     return f"{MARKER_PREFIX}{n}]"

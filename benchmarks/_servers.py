@@ -2,6 +2,8 @@
 
 - `POST /api/v1/chat/completions`: answers as OpenRouter does for Claude Sonnet 4.5; the usage, cost and
   generation id come from the last `[bench:<n>]` marker in the messages, so every call is distinguishable.
+  `"stream": true` gets the same answer as server-sent events: a chunk per word, the finish chunk, then
+  OpenRouter's usage chunk (`choices: []`) and `[DONE]`.
 - `GET /api/v1/models`: a synthetic 1,000-model list; `GET /api/v1/models/<id>/endpoints`: its endpoints.
 
 In a thread of this process (`LocalOpenRouter().start()`), or in a process of its own so it does not
@@ -21,7 +23,14 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ._fixtures import MODEL, chat_completion, endpoint_entries, marker_number, synthetic_models
+from ._fixtures import (
+    MODEL,
+    chat_completion,
+    chat_completion_events,
+    endpoint_entries,
+    marker_number,
+    synthetic_models,
+)
 
 API_PREFIX = "/api/v1"
 
@@ -61,6 +70,8 @@ class LocalOpenRouter:
             except ValueError:
                 return 400, b'{"error":{"code":400,"message":"Invalid JSON"}}'
             n = marker_number(_text(request.get("messages")))
+            if request.get("stream"):
+                return 200, chat_completion_events(n)
             return 200, json.dumps(chat_completion(n)).encode()
         if method == "GET" and path == "/models":
             return 200, self._models_body
@@ -87,9 +98,10 @@ class LocalOpenRouter:
                 length = int(headers.get("content-length") or 0)
                 body = await reader.readexactly(length) if length else b""
                 status, data = self.route(method, target, body)
+                kind = b"text/event-stream" if data.startswith(b"data: ") else b"application/json"
                 writer.write(
-                    b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                    % (status, b"OK" if status == 200 else b"Error", len(data))
+                    b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                    % (status, b"OK" if status == 200 else b"Error", kind, len(data))
                     + data
                 )
                 await writer.drain()

@@ -1,11 +1,13 @@
 """Benchmark 1, handler overhead: what our enrichment adds to the end of one LLM call.
 
 LangChain: our `CallbackHandler.on_llm_end` against `langfuse.langchain.CallbackHandler.on_llm_end` on
-the same OpenRouter `LLMResult`. LlamaIndex: our `LlamaIndexCallbackHandler.on_event_end(CBEventType.LLM)`
-on a response whose raw `ChatCompletion` carries OpenRouter's usage, against the same handler recording
-the same response's token usage as for any provider (nothing priced). The events are captured from
-real `ChatOpenAI` and LlamaIndex `OpenRouter` calls to a local OpenRouter, then replayed: each timed end
-event gets its own untimed start event with a fresh run id. Spans are real (a real Langfuse client);
+the same OpenRouter `LLMResult`. LlamaIndex: our `LlamaIndexHandler` (what `set_global_handler()` puts on
+LlamaIndex's root dispatcher) handling the `LLMChatEndEvent` of a response whose raw `ChatCompletion`
+carries OpenRouter's usage, against the same handler recording the same response's token usage as for
+any provider (nothing priced). The events are captured from real `ChatOpenAI` and LlamaIndex
+`OpenRouter` calls to a local OpenRouter, then replayed: each timed end event gets its own untimed start
+(LangChain: `on_chat_model_start`; LlamaIndex: the call's span enters and start event, and its span
+exits after) with fresh ids. Spans are real (a real Langfuse client);
 they are exported to the embedded Langfuse receiver between blocks, outside the timed region (the
 export is timed apart).
 
@@ -20,6 +22,7 @@ import os
 import pstats
 import time
 import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ._common import (
@@ -104,63 +107,115 @@ def _check_langchain_result(response: Any) -> None:
     assert message.response_metadata["token_usage"]["cost"] == raw["cost"]
 
 
-def capture_llama_index(base_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One real LlamaIndex `OpenRouter.chat` to the local OpenRouter: the LLM event's start, end payloads."""
-    from llama_index.core.base.llms.types import ChatMessage
-    from llama_index.core.callbacks import CallbackManager
-    from llama_index.core.callbacks.base_handler import BaseCallbackHandler
-    from llama_index.core.callbacks.schema import CBEventType
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One notice LlamaIndex's root dispatcher gave its handlers: a span's enter, exit or drop; an event."""
+
+    kind: str  # "enter", "exit", "drop" or "event"
+    id_: str = ""
+    parent_id: str | None = None
+    bound_args: Any = None
+    instance: Any = None
+    result: Any = None  # an exit's result, a drop's error
+    event: Any = None
+
+
+def capture_notices(call: Any) -> list[Notice]:
+    """Every span notice and event LlamaIndex's root dispatcher sends while `call()` runs, in order."""
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
+
+    notices: list[Notice] = []
+
+    class Spans(BaseSpanHandler[Any]):
+        def span_enter(
+            self, id_: str, bound_args: Any, instance: Any = None, parent_id: Any = None, **kw: Any
+        ) -> None:
+            notices.append(Notice("enter", id_, parent_id, bound_args, instance))
+
+        def span_exit(
+            self, id_: str, bound_args: Any, instance: Any = None, result: Any = None, **kw: Any
+        ) -> None:
+            notices.append(Notice("exit", id_, None, bound_args, instance, result))
+
+        def span_drop(
+            self, id_: str, bound_args: Any, instance: Any = None, err: Any = None, **kw: Any
+        ) -> None:
+            notices.append(Notice("drop", id_, None, bound_args, instance, err))
+
+        def new_span(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def prepare_to_exit_span(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def prepare_to_drop_span(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    class Events(BaseEventHandler):
+        def handle(self, event: Any, **kwargs: Any) -> None:
+            notices.append(Notice("event", event=event))
+
+    dispatcher = get_dispatcher()
+    spans, events = Spans(), Events()
+    dispatcher.add_span_handler(spans)
+    dispatcher.add_event_handler(events)
+    try:
+        call()
+    finally:
+        dispatcher.span_handlers.remove(spans)
+        dispatcher.event_handlers.remove(events)
+    return notices
+
+
+def openrouter_llm(base_url: str) -> Any:
     from llama_index.llms.openrouter import OpenRouter
 
-    seen: dict[str, Any] = {}
-
-    class Capture(BaseCallbackHandler):
-        def __init__(self) -> None:
-            super().__init__(event_starts_to_ignore=[], event_ends_to_ignore=[])
-
-        def on_event_start(self, event_type: Any, payload: Any = None, event_id: str = "", **kw: Any) -> str:
-            if event_type == CBEventType.LLM:
-                seen["start"] = payload
-            return event_id
-
-        def on_event_end(self, event_type: Any, payload: Any = None, event_id: str = "", **kw: Any) -> None:
-            if event_type == CBEventType.LLM:
-                seen["end"] = payload
-
-        def start_trace(self, trace_id: str | None = None) -> None:
-            pass
-
-        def end_trace(self, trace_id: str | None = None, trace_map: Any = None) -> None:
-            pass
-
-    llm = OpenRouter(
-        model=MODEL,
-        api_base=base_url,
-        api_key="sk-or-bench",
-        max_retries=0,
-        callback_manager=CallbackManager([Capture()]),
-    )
-    llm.chat(
-        [
-            ChatMessage(role="system", content=SYSTEM),
-            ChatMessage(role="user", content=f"How long do refunds take? {marker(6)}"),
-        ]
-    )
-    return seen["start"], seen["end"]
+    return OpenRouter(model=MODEL, api_base=base_url, api_key="sk-or-bench", max_retries=0, temperature=0.2)
 
 
-def as_another_provider(
-    start_payload: dict[str, Any], end_payload: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The same call as if another provider (OpenAI) had answered it: the same token counts, without
-    what only OpenRouter sends (cost, BYOK flag, `gen-` id, provider). The handler records its usage the
-    way Langfuse records any provider's (`update(usage_details=...)`), and prices nothing itself."""
-    from llama_index.core.callbacks.schema import EventPayload
+def capture_llama_index(base_url: str) -> list[Notice]:
+    """One real LlamaIndex `OpenRouter.chat` to the local OpenRouter, as the dispatcher's handlers see it:
+    two spans (`OpenRouter.chat` and the `OpenAI.chat` it delegates to), its start and end events."""
+    from llama_index.core.base.llms.types import ChatMessage
+
+    llm = openrouter_llm(base_url)
+    messages = [
+        ChatMessage(role="system", content=SYSTEM),
+        ChatMessage(role="user", content=f"How long do refunds take? {marker(6)}"),
+    ]
+    notices = capture_notices(lambda: llm.chat(messages))
+    assert [n.kind for n in notices] == ["enter", "enter", "event", "event", "exit", "exit"], notices
+    end = notices[3].event
+    assert type(end).__name__ == "LLMChatEndEvent" and end.response.raw.usage.model_extra.get("cost"), end
+    return notices
+
+
+def end_event(notices: list[Notice]) -> Any:
+    """The call's `LLMChatEndEvent` (what the handler enriches and records the generation at)."""
+    return next(n.event for n in notices if n.kind == "event" and type(n.event).__name__ == "LLMChatEndEvent")
+
+
+def _with_response(notices: list[Notice], response: Any, instance: Any = None) -> list[Notice]:
+    out = []
+    for notice in notices:
+        if notice.kind == "event" and type(notice.event).__name__ == "LLMChatEndEvent":
+            notice = replace(notice, event=notice.event.model_copy(update={"response": response}))
+        elif instance is not None and notice.instance is not None:
+            notice = replace(notice, instance=instance)
+        out.append(notice)
+    return out
+
+
+def as_another_provider(notices: list[Notice]) -> list[Notice]:
+    """The same call as if another provider (OpenAI) had answered it: an `OpenAI` LLM at OpenAI's URL, the
+    same token counts, without what only OpenRouter sends (cost, BYOK flag, `gen-` id, provider). The
+    handler records its usage as Langfuse records any provider's (`usage_details`), and prices nothing."""
+    from llama_index.llms.openai import OpenAI
     from openai.types import CompletionUsage
 
-    serialized = {**start_payload[EventPayload.SERIALIZED], "class_name": "OpenAI_LLM"}
-    serialized.update({k: "https://api.openai.com/v1" for k in ("api_base", "base_url") if k in serialized})
-    response = end_payload[EventPayload.RESPONSE]
+    response = end_event(notices).response
     usage = response.raw.usage
     plain_usage = CompletionUsage(
         prompt_tokens=usage.prompt_tokens,
@@ -171,35 +226,30 @@ def as_another_provider(
     )
     raw = response.raw.model_copy(update={"usage": plain_usage, "id": "chatcmpl-bench"})
     raw.__pydantic_extra__ = {}  # no `provider`
-    return (
-        {**start_payload, EventPayload.SERIALIZED: serialized},
-        {**end_payload, EventPayload.RESPONSE: response.model_copy(update={"raw": raw})},
+    openai = OpenAI(
+        model="gpt-4.1-mini", api_key="sk-bench", api_base="https://api.openai.com/v1", temperature=0.2
     )
+    return _with_response(notices, response.model_copy(update={"raw": raw}), instance=openai)
 
 
 def usage_only_handler(**kwargs: Any) -> Any:
     """Our LlamaIndex handler recording every call as another provider's: the output, model and the
-    token usage it reads through Langfuse's `update(usage_details=...)`, nothing priced. What a Langfuse
-    LlamaIndex integration records (Langfuse has no LlamaIndex handler of its own to compare with)."""
-    from langfuse_openrouter_callbacks.llama_index import LlamaIndexCallbackHandler
+    token usage it reads as `usage_details`, nothing priced. What a Langfuse LlamaIndex integration
+    records (Langfuse has no LlamaIndex handler of its own to compare with)."""
+    from langfuse_openrouter_callbacks.llama_index import LlamaIndexHandler
 
-    class UsageOnly(LlamaIndexCallbackHandler):
-        def _is_openrouter(self, record: Any, usage: Any) -> bool:
+    class UsageOnly(LlamaIndexHandler):
+        def _is_openrouter(self, llm: Any, usage: Any) -> bool:
             return False
 
     return UsageOnly(**kwargs)
 
 
-def without_usage(end_payload: dict[str, Any]) -> dict[str, Any]:
-    """The same end payload, its raw `ChatCompletion` without any usage: recording output only."""
-    from llama_index.core.callbacks.schema import EventPayload
-
-    response = end_payload[EventPayload.RESPONSE]
+def without_usage(notices: list[Notice]) -> list[Notice]:
+    """The same call, its raw `ChatCompletion` without any usage: recording the output only."""
+    response = end_event(notices).response
     raw = response.raw.model_copy(update={"usage": None})
-    return {
-        **end_payload,
-        EventPayload.RESPONSE: response.model_copy(update={"raw": raw, "additional_kwargs": {}}),
-    }
+    return _with_response(notices, response.model_copy(update={"raw": raw, "additional_kwargs": {}}))
 
 
 # ---------------------------------------------------------------------------- timed blocks
@@ -238,28 +288,76 @@ def langchain_block(
     return total / n / 1000
 
 
+def fresh(notices: list[Notice]) -> list[Notice]:
+    """The notices of one more call like the captured one: fresh span ids, its events carrying them."""
+    suffix = "-" + uuid.uuid4().hex[:12]
+    ids = {n.id_: n.id_ + suffix for n in notices if n.kind == "enter"}
+    out = []
+    for notice in notices:
+        if notice.kind == "event":
+            event = notice.event.model_copy(update={"span_id": ids.get(notice.event.span_id)})
+            out.append(replace(notice, event=event))
+        else:
+            out.append(replace(notice, id_=ids[notice.id_], parent_id=ids.get(notice.parent_id or "")))
+    return out
+
+
+def deliver(handler: Any, notice: Notice) -> None:
+    """Hand one notice to `handler`'s span or event handler, as LlamaIndex's dispatcher does."""
+    if notice.kind == "event":
+        handler._event_handler.handle(notice.event)
+    elif notice.kind == "enter":
+        handler._span_handler.span_enter(
+            id_=notice.id_, bound_args=notice.bound_args, instance=notice.instance, parent_id=notice.parent_id
+        )
+    elif notice.kind == "exit":
+        handler._span_handler.span_exit(
+            id_=notice.id_, bound_args=notice.bound_args, instance=notice.instance, result=notice.result
+        )
+    else:
+        handler._span_handler.span_drop(
+            id_=notice.id_, bound_args=notice.bound_args, instance=notice.instance, err=notice.result
+        )
+
+
+_END_EVENTS = ("LLMChatEndEvent", "LLMCompletionEndEvent")
+
+
+def _is_end(notice: Notice) -> bool:
+    return notice.kind == "event" and type(notice.event).__name__ in _END_EVENTS
+
+
 def llama_index_block(
     handler: Any,
-    start_payload: dict[str, Any],
-    end_payload: dict[str, Any],
+    notices: list[Notice],
     n: int,
     profiler: cProfile.Profile | None = None,
+    whole_calls: list[float] | None = None,
 ) -> float:
-    """`n` LLM events: untimed `on_event_start`, timed `on_event_end`; µs per `on_event_end`."""
-    from llama_index.core.callbacks.schema import CBEventType
+    """`n` calls, every notice delivered, the LLM's end event timed; µs per end event.
 
+    The calls' fresh ids and event copies are made before the block. `whole_calls`, when given,
+    receives µs per call for all of its notices (two span enters and exits, start and end event).
+    """
+    calls = [fresh(notices) for _ in range(n)]
     counter = time.perf_counter_ns
-    total = 0
-    for _ in range(n):
-        event_id = str(uuid.uuid4())
-        handler.on_event_start(CBEventType.LLM, payload=start_payload, event_id=event_id, parent_id="")
-        if profiler is not None:
-            profiler.enable()
-        t0 = counter()
-        handler.on_event_end(CBEventType.LLM, payload=end_payload, event_id=event_id)
-        total += counter() - t0
-        if profiler is not None:
-            profiler.disable()
+    total = whole = 0
+    for call in calls:
+        c0 = counter()
+        for notice in call:
+            if _is_end(notice):
+                if profiler is not None:
+                    profiler.enable()
+                t0 = counter()
+                deliver(handler, notice)
+                total += counter() - t0
+                if profiler is not None:
+                    profiler.disable()
+            else:
+                deliver(handler, notice)
+        whole += counter() - c0
+    if whole_calls is not None:
+        whole_calls.append(whole / n / 1000)
     return total / n / 1000
 
 
@@ -324,14 +422,13 @@ def diagnosis(
     lc_start: Any,
     lc_response: Any,
     lc_end_kwargs: dict[str, Any],
-    li_end: Any,
+    li_notices: list[Notice],
     rounds: int,
     per_block: int,
 ) -> list[Row]:
     """Where the added time goes: each step of the enrichment on its own (µs per call, warm caches),
     and diagnostic variants of our handler timed in place, interleaved with Langfuse's handler."""
     from langfuse.langchain.CallbackHandler import _parse_usage
-    from llama_index.core.callbacks.schema import EventPayload
 
     from langfuse_openrouter_callbacks import OpenRouterUsage
     from langfuse_openrouter_callbacks._enrich import enrich
@@ -343,7 +440,7 @@ def diagnosis(
     message = lc_response.generations[-1][-1].message
     metadata = {**lc_response.llm_output, **message.response_metadata}
     usage = OpenRouterUsage.from_langchain(message.usage_metadata, metadata, model=MODEL)
-    raw = li_end[EventPayload.RESPONSE].raw
+    raw = end_event(li_notices).response.raw
     breakdown = enrich(usage, catalog, requested_model=MODEL).breakdown
 
     steps = interleaved(
@@ -420,7 +517,7 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
     from langfuse_openrouter_callbacks.demo.langfuse_server import EmbeddedLangfuse
     from langfuse_openrouter_callbacks.langchain import CallbackHandler
     from langfuse_openrouter_callbacks.langfuse_fields import read_generation
-    from langfuse_openrouter_callbacks.llama_index import LlamaIndexCallbackHandler
+    from langfuse_openrouter_callbacks.llama_index import LlamaIndexHandler
 
     from ._servers import LocalOpenRouter
 
@@ -441,13 +538,13 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
         cor_start_args, cor_start_kwargs, cor_response, cor_end_kwargs = capture_langchain(
             openrouter.base_url, "ChatOpenRouter"
         )
-        li_start, li_end = capture_llama_index(openrouter.base_url)
-        li_other_start, li_other_end = as_another_provider(li_start, li_end)
-        li_bare = without_usage(li_end)
+        li_call = capture_llama_index(openrouter.base_url)
+        li_other_call = as_another_provider(li_call)
+        li_bare = without_usage(li_call)
 
         ours = CallbackHandler(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog)
         theirs = LangfuseCallbackHandler(public_key=BENCH_PUBLIC_KEY)
-        li = LlamaIndexCallbackHandler(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog)
+        li = LlamaIndexHandler(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog)
         li_usage_only = usage_only_handler(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog)
         catalog.wait_until_idle(5)
 
@@ -465,15 +562,18 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
             start = (cor_start_args, cor_start_kwargs)
             return lambda: langchain_block(handler, start, cor_response, cor_end_kwargs, per_block)
 
-        def li_block(payload: dict[str, Any], start: dict[str, Any] = li_start, handler: Any = li) -> Any:
-            return lambda profiler=None: llama_index_block(handler, start, payload, per_block, profiler)
+        whole: dict[str, list[float]] = {"enriched": [], "plain": []}
 
-        li_enriched, li_plain = li_block(li_end), li_block(li_end, handler=li_usage_only)
-        li_stripped = li_block(li_other_end, li_other_start)
+        def li_block(notices: list[Notice], handler: Any = li, calls: list[float] | None = None) -> Any:
+            return lambda profiler=None: llama_index_block(handler, notices, per_block, profiler, calls)
+
+        li_enriched = li_block(li_call, calls=whole["enriched"])
+        li_plain = li_block(li_call, li_usage_only, whole["plain"])
+        li_stripped = li_block(li_other_call)
         # warm-up: imports, caches, the first span of each kind
         for block in (lc(ours), lc(theirs), chat_openrouter(ours), li_enriched, li_plain, li_stripped):
             block()
-        for figures in starts.values():
+        for figures in (*starts.values(), *whole.values()):
             figures.clear()
         client.flush()
         receiver.spans.clear()
@@ -514,8 +614,8 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
         if show_profile:
             profile("LangChain on_llm_end, ours", lc(ours))
             profile("LangChain on_llm_end, Langfuse's", lc(theirs))
-            profile("LlamaIndex on_event_end, enriched", li_enriched)
-            profile("LlamaIndex on_event_end, usage only", li_plain)
+            profile("LlamaIndex LLM end event, enriched", li_enriched)
+            profile("LlamaIndex LLM end event, usage only", li_plain)
             client.flush()
 
         def enriched(spans: list[Any]) -> tuple[int, int, int]:
@@ -547,6 +647,8 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
         rich_s, plain_s = Stats.of(li_times["enriched"]), Stats.of(li_times["plain"])
         stripped_ratio = Stats.of(ratios(li_times["enriched"], li_times["stripped"]))
         stripped_s, bare_s = Stats.of(li_times["stripped"]), Stats.of(li_times["bare"])
+        whole_ratio = Stats.of(ratios(whole["enriched"], whole["plain"]))
+        whole_rich, whole_plain = Stats.of(whole["enriched"]), Stats.of(whole["plain"])
         export = {k: Stats.of(v) for k, v in exported.us_per_event.items()}
         rows = [
             Row(
@@ -572,20 +674,27 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
             ),
             Row(
                 NAME,
-                "LlamaIndex on_event_end ratio enriched / usage only (the same response)",
+                "LlamaIndex LLM end event ratio enriched / usage only (the same response)",
                 li_ratio.fmt("x"),
                 f"<= {TARGET_RATIO}",
                 li_ratio.median <= TARGET_RATIO,
                 li_ratio.median,
             ),
-            Row(NAME, "LlamaIndex on_event_end, enriched", rich_s.fmt("µs", 1), number=rich_s.median),
-            Row(NAME, "LlamaIndex on_event_end, usage only", plain_s.fmt("µs", 1), number=plain_s.median),
+            Row(NAME, "LlamaIndex LLM end event, enriched", rich_s.fmt("µs", 1), number=rich_s.median),
+            Row(NAME, "LlamaIndex LLM end event, usage only", plain_s.fmt("µs", 1), number=plain_s.median),
             Row(
                 NAME,
                 "  information: ratio enriched / usage only of the response without OpenRouter's fields",
                 f"{stripped_ratio.fmt('x')} ({stripped_s.median:.1f} µs)",
             ),
             Row(NAME, "  information: no usage at all", bare_s.fmt("µs", 1)),
+            Row(
+                NAME,
+                f"LlamaIndex whole call ({len(li_call)} notices: span enters, events, exits),"
+                " enriched / usage only",
+                f"{whole_ratio.fmt('x')} ({whole_rich.median:.1f} / {whole_plain.median:.1f} µs;"
+                f" {whole_rich.median / len(li_call):.1f} µs per notice)",
+            ),
             Row(
                 NAME,
                 "LlamaIndex added per call",
@@ -638,7 +747,7 @@ def run(quick: bool, show_profile: bool = False) -> list[Row]:
         ]
         if show_profile or lc_ratio.median > TARGET_RATIO or li_ratio.median > TARGET_RATIO:
             rows += diagnosis(
-                theirs, catalog, lc_start, lc_response, lc_end_kwargs, li_end, max(6, rounds // 2), per_block
+                theirs, catalog, lc_start, lc_response, lc_end_kwargs, li_call, max(6, rounds // 2), per_block
             )
         print_table(
             f"{NAME} ({rounds} rounds x {per_block} events per contender, interleaved)",

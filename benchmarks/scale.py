@@ -12,6 +12,10 @@ from the local OpenRouter (in a process of its own). Spans are exported to the e
 and read back: every generation must carry its own call's numbers. The same run with Langfuse's handler
 gives the throughput ratio; the contenders alternate, a few rounds each.
 
+LlamaIndex: the dispatcher notices of one real query engine query (15 spans: query, retrieval, embedding,
+synthesis, the OpenRouter call) replayed 20,000 times (1,000 with --quick) through `LlamaIndexHandler`,
+the same way; its bounded memory of ended spans is cycled through under tracemalloc before the baseline.
+
     python -m benchmarks.scale [--quick] [--skip-memory] [--skip-concurrency]
 """
 
@@ -236,6 +240,247 @@ def memory_rows(quick: bool) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------------------- LlamaIndex queries, memory
+
+TARGET_GROWTH_BYTES_PER_QUERY = 16  # as per generation: a query leaving its spans behind shows as 1,000s
+
+# The LlamaIndex handler's per-span state: empty once the queries have ended, but `_ended` (a bounded
+# memory of ended spans, for children that start late) and `_streams` (weak, per returned generator).
+_LLAMA_INDEX_STATE = ("_open", "_aliases", "_generations", "_streams", "_ended")
+_ENDED_KEPT = 4096  # llama_index._ENDED_KEPT
+
+
+def _query_engine(base_url: str, streaming: bool = False) -> Any:
+    from llama_index.core import Document, VectorStoreIndex
+
+    from langfuse_openrouter_callbacks.demo.embedding import HashEmbedding
+
+    from .handlers import openrouter_llm
+
+    index = VectorStoreIndex.from_documents(
+        [Document(text="Refunds take 5 to 7 business days."), Document(text="Support is open 9 to 5.")],
+        embed_model=HashEmbedding(),
+    )
+    return index.as_query_engine(llm=openrouter_llm(base_url), similarity_top_k=1, streaming=streaming)
+
+
+QUESTION = f"How long do refunds take? {marker(7)}"
+
+
+def capture_query(base_url: str) -> list[Any]:
+    """One real `VectorStoreIndex` query (retrieval, embedding, synthesis, an OpenRouter call), as the
+    root dispatcher's handlers see it."""
+    from .handlers import capture_notices
+
+    engine = _query_engine(base_url)
+    notices = capture_notices(lambda: engine.query(QUESTION))
+    kinds = {type(n.event).__name__ for n in notices if n.kind == "event"}
+    assert {"QueryStartEvent", "RetrievalEndEvent", "LLMChatEndEvent"} <= kinds, kinds
+    return notices
+
+
+def llama_index_sequential(
+    handler: Any, query: Any, spans: int, total: int, client: Any, warm_up: int
+) -> dict[str, Any]:
+    """`total` calls of `query()`; tracemalloc after a warm-up. Figures and the handler's state."""
+
+    def queries(count: int) -> None:
+        for i in range(count):
+            query()
+            if i % 100 == 99:
+                client.flush()  # keep the exporter's queue (2,048 spans) from overflowing
+
+    queries(warm_up)  # caches, lazily built structures, the exporter's queue
+    client.flush()
+    settle()
+    tracemalloc.start()
+    # The handler keeps the last 4,096 ended spans (for children that start late): a bounded memory whose
+    # entries were allocated before tracemalloc started. Cycle it through once under tracemalloc first,
+    # so that replacing its entries during the run counts as what it is: nothing.
+    queries(_ENDED_KEPT // spans + 100)
+    client.flush()
+    gc.collect()
+    ring = tracemalloc.get_traced_memory()[0]
+    before = tracemalloc.take_snapshot()
+    baseline = tracemalloc.get_traced_memory()[0]
+    samples = []
+    step = max(1, total // 10)
+    t0 = time.perf_counter()
+    for done in range(0, total, step):
+        queries(min(step, total - done))
+        client.flush()
+        gc.collect()  # what is left, not what awaits the collector
+        samples.append(tracemalloc.get_traced_memory()[0] - baseline)
+    elapsed = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1] - baseline
+    after = _ours(tracemalloc.take_snapshot())
+    before = _ours(before)
+    tracemalloc.stop()
+    left = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    state = {name: len(getattr(handler, name)) for name in _LLAMA_INDEX_STATE}
+    return {
+        "left": left,
+        "peak": peak,
+        "ring": ring,
+        "samples": samples,
+        "top": _top_growth(before, after),
+        "state": state,
+        "us_per_query": elapsed / total * 1e6,
+    }
+
+
+def _memory_rows(label: str, total: int, spans: int, figures: dict[str, Any]) -> list[Row]:
+    samples = figures["samples"]
+    half = samples[len(samples) // 2 - 1]
+    slope = (samples[-1] - half) / (total - total // 2)
+    state = figures["state"]
+    leftover = {k: v for k, v in state.items() if v and k != "_ended"}
+    return [
+        Row(
+            NAME,
+            f"LlamaIndex {label}: memory growth over the 2nd half of {total:,} ({spans} spans each)",
+            f"{(samples[-1] - half) / 1024:.1f} kB = {slope:.1f} B/query",
+            f"<= {TARGET_GROWTH_BYTES_PER_QUERY} B/query",
+            slope <= TARGET_GROWTH_BYTES_PER_QUERY,
+            slope,
+        ),
+        Row(
+            NAME,
+            "  memory left after the whole run",
+            f"{figures['left'] / 1024:.1f} kB = {figures['left'] / total:.1f} B/query",
+        ),
+        Row(NAME, "  traced memory every 10% of the run (kB)", " ".join(f"{s / 1024:.0f}" for s in samples)),
+        Row(NAME, "  peak traced memory during the run", f"{figures['peak'] / 1024:.0f} kB"),
+        Row(
+            NAME,
+            f"  held by the handler's memory of the last {state['_ended']:,} ended spans (bounded)",
+            f"{figures['ring'] / 1024:.0f} kB = {figures['ring'] / max(1, state['_ended']):.0f} B/span",
+        ),
+        Row(
+            NAME,
+            "  per-call state left in the handler (ended spans kept: bounded)",
+            ", ".join(f"{k}={v}" for k, v in state.items()),
+            "only _ended",
+            not leftover,
+        ),
+        Row(NAME, "  one query under tracemalloc", f"{figures['us_per_query']:.0f} µs"),
+    ]
+
+
+def llama_index_memory_rows(quick: bool) -> list[Row]:
+    from langfuse_openrouter_callbacks import PriceCatalog
+    from langfuse_openrouter_callbacks.llama_index import LlamaIndexHandler, set_global_handler
+
+    from ._servers import LocalOpenRouter
+    from .handlers import deliver, fresh
+
+    total, streamed = (1_000, 200) if quick else (20_000, 2_000)
+    openrouter = LocalOpenRouter().start()
+    cache_dir = scratch("scale-li-")
+    os.environ["OPENROUTER_API_BASE"] = openrouter.base_url
+    write_price_cache(
+        cache_dir, openrouter.base_url, synthetic_models(1000), endpoints={MODEL: endpoint_entries()}
+    )
+    catalog = PriceCatalog(api_base=openrouter.base_url, cache_dir=cache_dir)
+    client, provider = langfuse_client("http://127.0.0.1:9", span_exporter=_DropSpans())
+    try:
+        notices = capture_query(openrouter.base_url)
+        spans = sum(n.kind == "enter" for n in notices)
+        handler = LlamaIndexHandler(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog)
+        catalog.wait_until_idle(5)
+
+        def replayed() -> None:
+            for notice in fresh(notices):
+                deliver(handler, notice)
+
+        mine = llama_index_sequential(handler, replayed, spans, total, client, min(2000, total // 5))
+        # Streams for real: the handler on the dispatcher, each answer read to its end over HTTP. Counted
+        # rather than traced (tracemalloc makes a real query ~10x slower): the live objects per type.
+        engine = _query_engine(openrouter.base_url, streaming=True)
+        live = set_global_handler(public_key=BENCH_PUBLIC_KEY, price_catalog=catalog)
+        try:
+            streams = streamed_queries(live, engine, streamed, client)
+        finally:
+            live.close()
+    finally:
+        close_langfuse(client, provider)
+        openrouter.stop()
+    rows = _memory_rows("queries (replayed)", total, spans, mine)
+    grown = streams["grown"]
+    second_half = streamed - streamed // 2
+    # one object left behind per query would be +1,000; the ring's phase moves the counts by a few
+    tolerance = second_half // 10
+    leftover = {k: v for k, v in streams["state"].items() if v and k != "_ended"}
+    rows += [
+        Row(
+            NAME,
+            f"LlamaIndex streamed queries (real, HTTP): live objects gained in the last {second_half:,}",
+            ", ".join(f"{k} {v:+d}" for k, v in grown.items()),
+            f"each < {tolerance}",
+            all(v < tolerance for v in grown.values()),
+        ),
+        Row(
+            NAME,
+            "  per-call state left in the handler",
+            ", ".join(f"{k}={v}" for k, v in streams["state"].items()),
+            "only _ended",
+            not leftover,
+        ),
+        Row(NAME, "  one streamed query, read to its end", f"{streams['us_per_query']:.0f} µs"),
+    ]
+    notes = [
+        "replayed: the notices (span enters and exits, events) of one real query, with fresh span ids;",
+        "streamed: real streaming queries to the local OpenRouter, each response_gen read to its end;",
+        "  live objects counted after a collection, at half-time and at the end, by type and in all;",
+        "tracemalloc's own snapshots and this benchmark's lists are filtered out of the figures.",
+        *("largest growth, replayed: " + line for line in mine["top"]),
+    ]
+    print_table(f"{NAME}: LlamaIndex queries, memory (tracemalloc after a warm-up)", rows, notes)
+    return rows
+
+
+_COUNTED = ("_Span", "_LLMCall", "LangfuseSpan", "LangfuseGeneration", "finalize", "StreamingResponse")
+
+
+def _live() -> dict[str, int]:
+    gc.collect()
+    counts = dict.fromkeys(_COUNTED, 0)
+    objects = gc.get_objects()
+    for obj in objects:
+        name = type(obj).__name__
+        if name in counts:
+            counts[name] += 1
+    counts["gc-tracked objects"] = len(objects)
+    return counts
+
+
+def streamed_queries(handler: Any, engine: Any, total: int, client: Any) -> dict[str, Any]:
+    """`total` streamed queries read to their end; live objects at half-time and at the end."""
+
+    def queries(count: int) -> None:
+        for i in range(count):
+            assert "".join(engine.query(QUESTION).response_gen)
+            if i % 100 == 99:
+                client.flush()
+
+    queries(_ENDED_KEPT // 10 + 100)  # warm-up, and the memory of ended spans full
+    client.flush()
+    queries(total // 2)
+    client.flush()
+    half = _live()
+    t0 = time.perf_counter()
+    queries(total - total // 2)
+    elapsed = time.perf_counter() - t0
+    client.flush()
+    end = _live()
+    grown = {k: end[k] - half[k] for k in end}
+    return {
+        "grown": grown,
+        "state": {name: len(getattr(handler, name)) for name in _LLAMA_INDEX_STATE},
+        "us_per_query": elapsed / (total - total // 2) * 1e6,
+    }
+
+
 # ---------------------------------------------------------------------------- concurrent chains
 
 
@@ -403,6 +648,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[Row] = []
     if not args.skip_memory:
         rows += memory_rows(args.quick)
+        rows += llama_index_memory_rows(args.quick)
     if not args.skip_concurrency:
         rows += concurrency_rows(args.quick)
     emit(rows)

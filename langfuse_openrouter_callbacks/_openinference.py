@@ -40,7 +40,15 @@ Streams: OpenRouter always sends a usage chunk last (LlamaIndex sends no `stream
 SDK parses it, and it arrives as the last `LLM*InProgressEvent` and as the end event's `response.raw`.
 The enrichment is written at that chunk, while OpenInference still holds the stream's span open (it
 ends the span on the end event). The handler also sits first among the dispatcher's handlers, so the
-end event reaches it before OpenInference ends the span.
+end event reaches it before OpenInference ends the span. A stream's generation also gets its completion
+start time: the time of its first `LLM*InProgressEvent` (the first chunk handed to the caller). Note that
+OpenInference dates a stream's span end at the time its method returned, before any chunk arrived.
+
+OpenInference makes every span of an LLM's method an LLM span with the model's name, also those that send
+no request (`FunctionCallingLLM._prepare_chat_with_tools`, run by every function-calling agent step):
+Langfuse would type them generations and price their text by tokenizing it. A span handler, also first
+among the dispatcher's, sees each span of an OpenRouter LLM exit while OpenInference still holds it open:
+one that had no start event of its own and encloses none gets the wrapper attributes too.
 
 A call counts as OpenRouter's when the LLM is `llama_index.llms.openrouter.OpenRouter` or the response
 carries OpenRouter's cost, BYOK flag or `gen-` id. LlamaIndex's events do not carry the LLM's
@@ -54,8 +62,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from llama_index.core.base.llms.base import BaseLLM
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
@@ -69,11 +79,12 @@ from llama_index.core.instrumentation.events.llm import (
     LLMCompletionStartEvent,
 )
 from llama_index.core.instrumentation.events.span import SpanDropEvent
+from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from openinference.instrumentation.llama_index import LlamaIndexInstrumentor
 from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes
 from pydantic import PrivateAttr
 
-from ._enrich import Enrichment, enrich, has_openrouter_markers
+from ._enrich import Enrichment, enrich, has_openrouter_markers, is_openrouter_url
 from ._log import log_exception_once, logger
 from .catalog import PriceCatalog
 from .langfuse_fields import otel_attributes
@@ -101,6 +112,7 @@ class _Call:
     requested_model: str | None
     openrouter: bool  # known to be OpenRouter from the LLM's class
     recorded: Any = None  # the stream chunk whose usage is already on the span
+    first_chunk_at: datetime | None = None  # a stream's first chunk: its completion start time
 
 
 def _remember(table: OrderedDict[str, Any], key: str, value: Any) -> None:
@@ -127,6 +139,7 @@ class _Enricher:
         self._calls: OrderedDict[str, _Call] = OrderedDict()
         self._generations: OrderedDict[str, str] = OrderedDict()  # OpenRouter generation id -> span id
         self._wrappers: OrderedDict[str, None] = OrderedDict()  # span ids given the wrapper attributes
+        self._requesting: OrderedDict[str, None] = OrderedDict()  # LLM spans that made or wrap a request
         self._logged: set[str] = set()
 
     def handle(self, event: BaseEvent) -> None:
@@ -137,6 +150,7 @@ class _Enricher:
             if isinstance(event, _START_EVENTS):
                 self._start(span_id, event.model_dict)
             elif isinstance(event, _PROGRESS_EVENTS):
+                self._chunk(span_id, event.timestamp)
                 raw = getattr(event.response, "raw", None)
                 if _usage_of(raw) is not None:  # OpenRouter's usage chunk, the stream's last
                     self._finish(span_id, raw, end=False)
@@ -163,6 +177,42 @@ class _Enricher:
         )
         with self._lock:
             _remember(self._calls, span_id, call)
+        span = self._open_span(span_id)
+        with self._lock:
+            while span is not None and getattr(span, "_span_kind", None) == _LLM_KIND:
+                _remember(self._requesting, span.id_, None)  # the call's span, and the LLM spans around it
+                span = getattr(span, "_parent", None)
+
+    def exit(self, span_id: str, instance: Any) -> None:
+        """An LLM's span ends: one of an OpenRouter LLM that sent no request (say, its
+        `_prepare_chat_with_tools`) is made a span Langfuse cannot price (it would tokenize its text)."""
+        try:
+            if not isinstance(instance, BaseLLM):
+                return
+            with self._lock:
+                requesting = span_id in self._requesting
+                self._requesting.pop(span_id, None)
+            if requesting or not _is_openrouter_llm(instance):
+                return
+            span = self._open_span(span_id)
+            if (
+                span is not None
+                and getattr(span, "_span_kind", None) == _LLM_KIND
+                and _MODEL_NAME in (getattr(span, "_attributes", None) or {})
+            ):
+                self._neutralize([span])
+        except Exception:
+            log_exception_once(self._logged, "span", "could not mark an OpenInference LLM span as unpriced")
+
+    def _chunk(self, span_id: str, at: datetime) -> None:
+        """A stream's chunk reached the user: the first one's time is the call's completion start."""
+        with self._lock:
+            call = self._calls.get(span_id)
+            if call is None:
+                call = _Call(requested_model=None, openrouter=False)
+                _remember(self._calls, span_id, call)
+            if call.first_chunk_at is None:
+                call.first_chunk_at = at
 
     def _finish(self, span_id: str, raw: Any, *, end: bool) -> None:
         with self._lock:
@@ -182,7 +232,7 @@ class _Enricher:
             self._neutralize([span, *self._wrappers_of(span)])
             return
         enrichment = enrich(usage, self.catalog, requested_model=call.requested_model if call else None)
-        self._record(span, enrichment)
+        self._record(span, enrichment, call.first_chunk_at if call else None)
         with self._lock:
             if usage.generation_id:
                 _remember(self._generations, usage.generation_id, span_id)
@@ -214,8 +264,10 @@ class _Enricher:
                 return owner is not None and owner != span_id
             return span_id in self._wrappers
 
-    def _record(self, span: Any, enrichment: Enrichment) -> None:
-        attributes = otel_attributes(observation_type="generation", model=enrichment.usage.model)
+    def _record(self, span: Any, enrichment: Enrichment, first_chunk_at: datetime | None) -> None:
+        attributes = otel_attributes(
+            observation_type="generation", model=enrichment.usage.model, completion_start_time=first_chunk_at
+        )
         attributes.update(enrichment.attributes())
         for key, value in attributes.items():
             span[key] = value  # OpenInference sets its spans' attributes from these when they end
@@ -262,11 +314,56 @@ class _EventHandler(BaseEventHandler):
         self._enricher.handle(event)
 
 
+class _SpanHandler(BaseSpanHandler[Any]):
+    """Sees LlamaIndex's span exits before OpenInference ends its spans; keeps no spans of its own."""
+
+    _enricher: _Enricher = PrivateAttr()
+
+    def __init__(self, enricher: _Enricher) -> None:
+        super().__init__()
+        self._enricher = enricher
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LangfuseOpenRouterOpenInferenceSpans"
+
+    def span_enter(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def span_exit(
+        self, id_: str, bound_args: Any, instance: Any = None, result: Any = None, **kw: Any
+    ) -> None:
+        self._enricher.exit(id_, instance)
+
+    def span_drop(self, id_: str, bound_args: Any, instance: Any = None, err: Any = None, **kw: Any) -> None:
+        self._enricher.exit(id_, instance)
+
+    def new_span(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def prepare_to_exit_span(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def prepare_to_drop_span(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _is_openrouter_llm(llm: BaseLLM) -> bool:
+    return llm.class_name() in _OPENROUTER_CLASSES or is_openrouter_url(getattr(llm, "api_base", None))
+
+
 class Instrumentation:
     """What `instrument()` turned on. `uninstrument()` turns it off again."""
 
-    def __init__(self, event_handler: _EventHandler, enricher: _Enricher, owns_openinference: bool) -> None:
+    def __init__(
+        self,
+        event_handler: _EventHandler,
+        span_handler: _SpanHandler,
+        enricher: _Enricher,
+        owns_openinference: bool,
+    ) -> None:
         self._event_handler = event_handler
+        self._span_handler = span_handler
         self._enricher = enricher
         self._owns_openinference = owns_openinference
 
@@ -288,6 +385,7 @@ class Instrumentation:
             dispatcher.event_handlers[:] = [
                 h for h in dispatcher.event_handlers if h is not self._event_handler
             ]
+            dispatcher.span_handlers[:] = [h for h in dispatcher.span_handlers if h is not self._span_handler]
             if self._owns_openinference:
                 self._owns_openinference = False
                 instrumentor = LlamaIndexInstrumentor()
@@ -354,15 +452,17 @@ def instrument(
         catalog.preload()
         enricher = _Enricher(catalog)
         event_handler = _EventHandler(enricher)
+        span_handler = _SpanHandler(enricher)
         if _span_handler(instrumentor) is None:
             logger.warning(
                 "OpenInference's LlamaIndex span handler is not in use (legacy callback mode?); "
                 "OpenRouter costs will not be recorded"
             )
         else:
-            # First, so that a stream's end event reaches us before OpenInference ends the span.
+            # First, so that a stream's end event and a span's exit reach us before OpenInference ends it.
             get_dispatcher().event_handlers.insert(0, event_handler)
-        _active = Instrumentation(event_handler, enricher, owns_openinference)
+            get_dispatcher().span_handlers.insert(0, span_handler)
+        _active = Instrumentation(event_handler, span_handler, enricher, owns_openinference)
         return _active
 
 

@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
@@ -42,6 +43,7 @@ _MODEL = _OBSERVATION + ".model.name"
 _USAGE_DETAILS = _OBSERVATION + ".usage_details"
 _COST_DETAILS = _OBSERVATION + ".cost_details"
 _METADATA = _OBSERVATION + ".metadata"
+_COMPLETION_START_TIME = _OBSERVATION + ".completion_start_time"
 _OPENROUTER_METADATA = f"{_METADATA}.{METADATA_KEY}"
 # The trace's user and session ids as Langfuse's `propagate_attributes` writes them: plain strings.
 _TRACE_USER_ID = "user.id"
@@ -308,19 +310,24 @@ def otel_attributes(
     *,
     observation_type: str | None = None,
     model: str | None = None,
+    completion_start_time: datetime | None = None,
 ) -> dict[str, str]:
     """The OpenTelemetry span attributes that carry these fields to Langfuse, as its SDK writes them.
 
     For spans that Langfuse's SDK did not make (OpenInference's): `usage_details` and `cost_details`
     are one JSON string each, metadata one JSON string per top-level key (a None value is not
-    written), `observation_type` ("generation", "span", ...) and `model` plain strings. Arguments
-    left at None give no attribute.
+    written), `observation_type` ("generation", "span", ...) and `model` plain strings,
+    `completion_start_time` an ISO 8601 string in JSON (UTC, "Z"; a naive time is local time).
+    Arguments left at None give no attribute.
     """
     attributes: dict[str, str] = {}
     if observation_type is not None:
         attributes[_OBSERVATION_TYPE] = observation_type
     if model is not None:
         attributes[_MODEL] = model
+    if completion_start_time is not None:
+        moment = completion_start_time.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        attributes[_COMPLETION_START_TIME] = _to_json(moment)
     if usage_details is not None:
         attributes[_USAGE_DETAILS] = _to_json(_dict(usage_details))
     if cost_details is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ._log import Problems
 
-__all__ = ["OpenRouterUsage"]
+__all__ = ["OpenRouterUsage", "usage_from_llm_raw"]
 
 # Larger values are not counts or charges a real call can have: they are corrupt input.
 #: The largest token count taken as real (larger ones are dropped as corrupt).
@@ -755,3 +755,61 @@ def _byok_from_costs(cost: Decimal | None, upstream: Decimal | None) -> bool | N
     if cost is None or not upstream:
         return None
     return cost <= upstream * BYOK_FEE_SHARE
+
+
+# ---------------------------------------------------------------------------- other providers' raw responses
+
+
+def usage_from_llm_raw(raw: Any) -> OpenRouterUsage:
+    """Token counts from a LlamaIndex LLM's raw response in another provider's shape, as OpenRouterUsage.
+
+    The shapes LlamaIndex's own token counter reads besides OpenAI's (which `from_openrouter` reads):
+    Anthropic's `usage` (`input_tokens` without the cache, `cache_read_input_tokens`,
+    `cache_creation_input_tokens`, `output_tokens`) and Gemini's `usage_metadata`
+    (`prompt_token_count` with the cache, `cached_content_token_count`, `candidates_token_count`,
+    `thoughts_token_count`). No cost: these are not OpenRouter's. Empty when neither is there.
+    """
+    problems = Problems("LLM usage")
+    try:
+        usage = _read_provider_usage(raw, problems)
+    except Exception as exc:  # defensive: input we did not foresee is still only bad input
+        problems.add("unreadable, ignored", f"{type(exc).__name__}")
+        usage = OpenRouterUsage()
+    usage = usage._checked(problems)
+    problems.report()
+    return usage
+
+
+def _read_provider_usage(raw: Any, problems: Problems) -> OpenRouterUsage:
+    if raw is None or not _is_object(raw):
+        return OpenRouterUsage()
+    get = _getter(raw)
+    model = _text(get("model")) or _text(get("model_version"))
+    anthropic = get("usage")
+    if anthropic is not None and _is_object(anthropic) and _get(anthropic, "input_tokens") is not None:
+        usage = _getter(anthropic)
+        uncached = _n(usage("input_tokens"), "input_tokens", problems)
+        reads = _n(usage("cache_read_input_tokens"), "cache_read_input_tokens", problems)
+        writes = _n(usage("cache_creation_input_tokens"), "cache_creation_input_tokens", problems)
+        return OpenRouterUsage(
+            prompt_tokens=uncached + reads + writes,
+            completion_tokens=_n(usage("output_tokens"), "output_tokens", problems),
+            cached_tokens=reads,
+            cache_write_tokens=writes,
+            generation_id=_text(get("id")),
+            model=model,
+        )
+    gemini = get("usage_metadata")
+    if gemini is not None and _is_object(gemini):
+        usage = _getter(gemini)
+        thoughts = _n(usage("thoughts_token_count"), "thoughts_token_count", problems)
+        return OpenRouterUsage(
+            prompt_tokens=_n(usage("prompt_token_count"), "prompt_token_count", problems),
+            completion_tokens=_n(usage("candidates_token_count"), "candidates_token_count", problems)
+            + thoughts,
+            total_tokens=_count(usage("total_token_count"), "total_token_count", problems),
+            cached_tokens=_n(usage("cached_content_token_count"), "cached_content_token_count", problems),
+            reasoning_tokens=thoughts,
+            model=model,
+        )
+    return OpenRouterUsage()

@@ -352,15 +352,7 @@ def test_the_demo_without_its_extras_says_what_to_install_in_one_line() -> None:
     ("adapter", "hidden", "extra"),
     [
         ("langchain", "langchain_core", "langchain"),
-        pytest.param(
-            "llama_index",
-            "llama_index",
-            "llama-index",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="llama_index.py takes the guard with its rewrite (branch i12): then drop this mark",
-            ),
-        ),
+        ("llama_index", "llama_index", "llama-index"),
     ],
 )
 def test_importing_an_adapter_without_its_extra_names_the_extra(adapter, hidden, extra) -> None:

@@ -22,14 +22,13 @@ from typing import Any
 import pytest
 from langchain_openai import ChatOpenAI
 from langchain_openrouter import ChatOpenRouter
-from llama_index.core.callbacks import CallbackManager
 from llama_index.core.llms import ChatMessage
 from llama_index.llms.openrouter import OpenRouter
 
 from langfuse_openrouter_callbacks import PriceCatalog, generation_stats
 from langfuse_openrouter_callbacks.generation_stats import ENV_FLAG, GenerationStatsFetcher
 from langfuse_openrouter_callbacks.langchain import CallbackHandler
-from langfuse_openrouter_callbacks.llama_index import LlamaIndexCallbackHandler
+from langfuse_openrouter_callbacks.llama_index import LlamaIndexHandler, set_global_handler
 from tests.scenario import CACHED_CALL as SCENARIO_CALL
 from tests.scenario import DATED, EXPECTED_USAGE, REQUESTED, SONNET
 from tests.support.openrouter_server import (
@@ -123,14 +122,8 @@ def chat_openrouter(server: FakeOpenRouter) -> ChatOpenRouter:
     return ChatOpenRouter(model=REQUESTED, api_key="sk-or-test", base_url=server.base_url, max_retries=0)
 
 
-def llama_openrouter(server: FakeOpenRouter, handler: LlamaIndexCallbackHandler) -> OpenRouter:
-    return OpenRouter(
-        api_base=server.base_url,
-        api_key="sk-or-test",
-        model=REQUESTED,
-        max_retries=0,
-        callback_manager=CallbackManager([handler]),
-    )
+def llama_openrouter(server: FakeOpenRouter) -> OpenRouter:
+    return OpenRouter(api_base=server.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0)
 
 
 def serve_record(server: FakeOpenRouter, usage: Usage = CACHED_CALL, **record: Any) -> str:
@@ -267,15 +260,16 @@ def test_llama_index_openrouter_is_reconciled(
 ) -> None:
     serve_record(openrouter, total_cost=0.0241)
     openrouter.set_fault("generation", Fault(status=404, times=2))
-    handler = LlamaIndexCallbackHandler(
-        price_catalog=endpoint_catalog, generation_stats_fetcher=make_fetcher()
-    )
-    llm = llama_openrouter(openrouter, handler)
-    if stream:
-        assert list(llm.stream_chat(HELLO))[-1].message.content
-    else:
-        assert llm.chat(HELLO).message.content
-    returned_at = time.time_ns()
+    handler = set_global_handler(price_catalog=endpoint_catalog, generation_stats_fetcher=make_fetcher())
+    llm = llama_openrouter(openrouter)
+    try:
+        if stream:
+            assert list(llm.stream_chat(HELLO))[-1].message.content
+        else:
+            assert llm.chat(HELLO).message.content
+        returned_at = time.time_ns()
+    finally:
+        handler.close()
     (generation,) = exported(handler.flush, otlp_receiver)
     assert_reconciled(generation, record_total=0.0241)
     assert generation.end_time_unix_nano <= returned_at
@@ -465,7 +459,7 @@ def test_no_api_key_warns_once_and_turns_the_feature_off(
     monkeypatch.delenv("OPENROUTER_API_KEY")
     with caplog.at_level(logging.DEBUG, logger="langfuse_openrouter_callbacks"):
         handler = CallbackHandler(price_catalog=catalog, fetch_generation_stats=True)
-        LlamaIndexCallbackHandler(price_catalog=catalog, fetch_generation_stats=True)
+        LlamaIndexHandler(price_catalog=catalog, fetch_generation_stats=True)
         chat_openai(openrouter).invoke("hello", config={"callbacks": [handler]})
         (generation,) = exported(handler.flush, otlp_receiver)
     (warning,) = warnings_of(caplog)

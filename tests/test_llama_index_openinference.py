@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -190,6 +192,59 @@ async def test_astream_complete(openrouter, instrumented, langfuse_client, otlp_
     assert_one_generation(exported(langfuse_client, otlp_receiver))
 
 
+COMPLETION_START = "langfuse.observation.completion_start_time"
+
+
+def completion_start_ns(span: ExportedSpan) -> int:
+    """The generation's completion start time (an ISO string in JSON, as Langfuse's SDK writes it), in ns."""
+    value = json.loads(span.attributes[COMPLETION_START])
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    assert moment.tzinfo is not None and value.endswith("Z")
+    return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1) * 1_000
+
+
+@pytest.mark.parametrize("method", ["stream_chat", "astream_chat", "stream_complete", "astream_complete"])
+async def test_streamed_generations_carry_the_first_chunks_time(
+    openrouter, instrumented, langfuse_client, otlp_receiver, method
+) -> None:
+    llm = openrouter_llm(openrouter)
+    argument = MESSAGES if method.endswith("chat") else "hello"
+    stream = getattr(llm, method)(argument)
+    if method.startswith("a"):
+        stream = (await stream).__aiter__()
+        await stream.__anext__()
+        first_chunk_received = time.time_ns()
+        rest = [c async for c in stream]
+    else:
+        next(stream)
+        first_chunk_received = time.time_ns()
+        rest = list(stream)
+    assert rest and (rest[-1].message.content if method.endswith("chat") else rest[-1].text)
+    spans = exported(langfuse_client, otlp_receiver)
+    generation = assert_one_generation(spans)
+    first_chunk = completion_start_ns(generation)
+    # The stream yields its second chunk only when asked again: a time before `first_chunk_received` is
+    # the first chunk's. (OpenInference ends a stream's span at the time its method returned, before any
+    # chunk: Langfuse then shows a first token after the end; its own "First Token Stream Event" agrees.)
+    assert generation.start_time_unix_nano // 1_000 * 1_000 <= first_chunk <= first_chunk_received
+    (first_token,) = [e.time_unix_nano for e in generation.events if e.name == "First Token Stream Event"]
+    assert first_chunk <= first_token <= first_chunk_received
+    for span in spans:
+        if span is not generation:  # wrappers are no generations: no completion start either
+            assert COMPLETION_START not in span.attributes, span.name
+
+
+def test_unstreamed_generations_have_no_completion_start(
+    openrouter, instrumented, langfuse_client, otlp_receiver
+) -> None:
+    llm = openrouter_llm(openrouter)
+    llm.chat(MESSAGES)
+    llm.complete("hello")
+    spans = exported(langfuse_client, otlp_receiver)
+    assert len([s for s in spans if s.is_generation]) == 2
+    assert not any(COMPLETION_START in s.attributes for s in spans)
+
+
 def test_openai_like_pointed_at_openrouter(openrouter, instrumented, langfuse_client, otlp_receiver) -> None:
     openai_like(openrouter).chat(MESSAGES)
     assert_one_generation(exported(langfuse_client, otlp_receiver))
@@ -309,6 +364,38 @@ def test_stream_is_enriched_even_when_openinference_handles_events_first(
     assert_one_generation(exported(langfuse_client, otlp_receiver))  # recorded at the usage chunk
 
 
+async def test_an_agents_tool_preparation_is_not_priced(
+    openrouter, instrumented, langfuse_client, otlp_receiver
+) -> None:
+    # FunctionAgent's `OpenRouter._prepare_chat_with_tools` is an LLM span with a model, input and output
+    # but no request: Langfuse would type it a generation and price its text by tokenizing it.
+    from llama_index.core.agent.workflow import FunctionAgent
+    from llama_index.core.tools import FunctionTool
+
+    from tests.test_llama_index_agents import QUESTION, function_agent_responder, multiply
+
+    openrouter.set_responder(function_agent_responder())
+    llm = OpenRouter(
+        api_base=openrouter.base_url,
+        api_key="sk-or-test",
+        model=REQUESTED,
+        max_retries=0,
+        is_function_calling_model=True,
+    )
+    await FunctionAgent(tools=[FunctionTool.from_defaults(multiply)], llm=llm).run(user_msg=QUESTION)
+    spans = exported(langfuse_client, otlp_receiver)
+    preparations = [s for s in spans if s.name.endswith("._prepare_chat_with_tools")]
+    assert len(preparations) == 2
+    for preparation in preparations:
+        assert preparation.attributes[SPAN_KIND] == "LLM" and preparation.attributes["llm.model_name"]
+        assert preparation.observation_type == "span" and preparation.cost_details == {"total": 0}
+    generations = [s for s in spans if s.is_generation]
+    assert len(generations) == 2 and len(openrouter.chat_requests) == 2
+    assert trace_cost(spans) == pytest.approx(2 * 0.0241, abs=1e-12)
+    priceable = [s for s in llm_spans(spans) if s.observation_type != "span"]
+    assert priceable == generations  # every other LLM span is one Langfuse cannot price
+
+
 # ---------------------------------------------------------------------------- other providers, errors
 
 
@@ -426,9 +513,16 @@ def test_otel_attributes_are_written_as_langfuses_sdk_writes_them() -> None:
     usage = {"input": 1_000, "input_cache_read": 6_000, "total": 7_000}
     cost = {"input": 0.003, "input_cache_read": 0.0018, "other": 1e-18, "total": 0.0048}
     metadata = {"openrouter": {"provider": "Anthropic", "is_byok": False, "reported_cost": None}, "x": None}
-    ours = otel_attributes(usage, cost, metadata, observation_type="generation", model=DATED)
+    first_token = datetime(2026, 12, 1, 20, 30, 5, 123456, tzinfo=timezone.utc)
+    ours = otel_attributes(
+        usage, cost, metadata, observation_type="generation", model=DATED, completion_start_time=first_token
+    )
     theirs = create_generation_attributes(
-        usage_details=usage, cost_details=cost, metadata=metadata, model=DATED
+        usage_details=usage,
+        cost_details=cost,
+        metadata=metadata,
+        model=DATED,
+        completion_start_time=first_token,
     )
     assert decoded(ours) == decoded(theirs)  # the same attributes and values (ours are compact JSON)
     assert otel_attributes(cost_details={"total": 0}, observation_type="span") == {

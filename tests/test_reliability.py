@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import threading
@@ -18,12 +19,12 @@ from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_openai import ChatOpenAI
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse
-from llama_index.core.callbacks.schema import CBEventType, EventPayload
+from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
 from llama_index.llms.openrouter import OpenRouter
 
 from langfuse_openrouter_callbacks import PriceCatalog
 from langfuse_openrouter_callbacks.langchain import CallbackHandler
-from langfuse_openrouter_callbacks.llama_index import LlamaIndexCallbackHandler
+from langfuse_openrouter_callbacks.llama_index import LlamaIndexHandler, set_global_handler
 from tests.scenario import DATED, REQUESTED, SONNET
 from tests.strategies import usage_like, usage_like_dicts
 from tests.support.openrouter_server import ResponseSpec, Usage, marker, marker_responder, model_entry
@@ -109,27 +110,26 @@ def test_llama_index_end_event_with_junk_never_raises_and_exports_sane_numbers(
     client, receiver = langfuse_session.ensure(), langfuse_session.receiver
     client.flush()
     receiver.reset()
-    handler = LlamaIndexCallbackHandler(price_catalog=PriceCatalog({REQUESTED: SONNET}, offline=True))
-    event_id = str(uuid.uuid4())
-    handler.on_event_start(
-        CBEventType.LLM,
-        {
-            EventPayload.SERIALIZED: {"class_name": "OpenRouter_LLM", "model_name": REQUESTED},
-            EventPayload.MESSAGES: [ChatMessage(role="user", content="hi")],
-        },
-        event_id=event_id,
-        parent_id="root",
-    )
+    handler = LlamaIndexHandler(price_catalog=PriceCatalog({REQUESTED: SONNET}, offline=True))
+    llm = OpenRouter(api_key="sk-or-test", model=REQUESTED)
+    messages = [ChatMessage(role="user", content="hi")]
+    span_id = f"OpenRouter.chat-{uuid.uuid4()}"
+    bound = inspect.signature(lambda messages: None).bind(messages)
+    # what LlamaIndex's dispatcher tells the handler of one `llm.chat(messages)`
+    handler._span_handler.span_enter(id_=span_id, bound_args=bound, instance=llm)
+    start = LLMChatStartEvent(model_dict={}, messages=messages, additional_kwargs={}, span_id=span_id)
+    handler._event_handler.handle(start)
     response = ChatResponse(message=ChatMessage(role="assistant", content="ok"), raw=raw)
     logging.disable(logging.CRITICAL)
     try:
-        handler.on_event_end(CBEventType.LLM, {EventPayload.RESPONSE: response}, event_id=event_id)
+        handler._event_handler.handle(LLMChatEndEvent(messages=messages, response=response, span_id=span_id))
+        handler._span_handler.span_exit(id_=span_id, bound_args=bound, instance=llm, result=response)
     finally:
         logging.disable(logging.NOTSET)
     client.flush()
     (generation,) = receiver.generations()
     assert_sane(generation)
-    assert handler._open == {}
+    assert handler._open == {} and handler._generations == {}
 
 
 def test_malformed_usage_gets_a_clear_warning_and_the_generation_is_still_exported(
@@ -222,10 +222,11 @@ def test_langfuse_unreachable_never_breaks_the_chain_or_the_query(fake_openroute
         li_llm = OpenRouter(
             api_base=fake_openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0
         )
-        li_llm.callback_manager.add_handler(
-            LlamaIndexCallbackHandler(public_key="pk-lf-unreachable", price_catalog=catalog)
-        )
-        assert li_llm.chat([ChatMessage(role="user", content="hi")]).message.content
+        li_handler = set_global_handler(public_key="pk-lf-unreachable", price_catalog=catalog)
+        try:
+            assert li_llm.chat([ChatMessage(role="user", content="hi")]).message.content
+        finally:
+            li_handler.close()
         client.flush()  # the export fails inside Langfuse's exporter, quietly for the user
     finally:
         _unregister("pk-lf-unreachable")
@@ -377,8 +378,11 @@ def test_secrets_never_reach_spans_logs_warnings_or_cache_files(
             llm.invoke("hi", config={"callbacks": [handler]})
         llm.invoke("hi", config={"callbacks": [handler]})
         li_llm = OpenRouter(api_base=fake_openrouter.base_url, api_key=SECRET_OPENROUTER_KEY, model=REQUESTED)
-        li_llm.callback_manager.add_handler(LlamaIndexCallbackHandler(price_catalog=catalog))
-        li_llm.chat([ChatMessage(role="user", content="hi")])
+        li_handler = set_global_handler(price_catalog=catalog)
+        try:
+            li_llm.chat([ChatMessage(role="user", content="hi")])
+        finally:
+            li_handler.close()
         langfuse_client.flush()
     assert otlp_receiver.generations()
     langfuse_secret = langfuse_client._resources.secret_key
@@ -405,14 +409,13 @@ def test_threads_and_tasks_mixing_langchain_and_llama_index_never_cross_talk(
     fake_openrouter.set_responder(marker_responder(ResponseSpec(model=DATED, provider="Anthropic")))
     catalog = PriceCatalog({REQUESTED: SONNET}, offline=True)
     lc_handler = CallbackHandler(price_catalog=catalog)
-    li_handler = LlamaIndexCallbackHandler(price_catalog=catalog)
+    li_handler = set_global_handler(price_catalog=catalog)
     lc_llm = ChatOpenAI(
         base_url=fake_openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0
     )
     li_llm = OpenRouter(
         api_base=fake_openrouter.base_url, api_key="sk-or-test", model=REQUESTED, max_retries=0
     )
-    li_llm.callback_manager.add_handler(li_handler)
 
     def prompt(i: int) -> str:
         return f"call {i} " + marker(
@@ -441,6 +444,7 @@ def test_threads_and_tasks_mixing_langchain_and_llama_index_never_cross_talk(
         for future in futures:
             future.result()
         loop_thread.join(timeout=60)
+    li_handler.close()
     langfuse_client.flush()
     generations = otlp_receiver.generations()
     assert len(generations) == 80
@@ -453,5 +457,5 @@ def test_threads_and_tasks_mixing_langchain_and_llama_index_never_cross_talk(
         assert f"call {i} " in generation.attributes["langfuse.observation.input"]
         seen.add(i)
     assert seen == set(range(80))
-    assert lc_handler._calls == {} and li_handler._open == {}
+    assert lc_handler._calls == {} and li_handler._open == {} and li_handler._generations == {}
     assert llama_index.core.global_handler is None
