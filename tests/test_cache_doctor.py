@@ -183,6 +183,18 @@ def test_write_unread() -> None:
     assert found == {"write_unread": (1, 5_000, Decimal("0.003"), ["one-off"])}
 
 
+def test_a_write_read_by_another_conversation_with_the_same_prefix_was_not_wasted() -> None:
+    """A provider's cache is keyed by the prompt: calls in separate traces (no session) share it."""
+    write = call("write", 0, prompt=5_000, write=4_000, thread="t-1")
+    assert (
+        diagnose(write, call("read", 1, prompt=5_100, read=4_000, hashes=("sys", "q2"), thread="t-2")) == {}
+    )
+    elsewhere = call("elsewhere", 1, prompt=5_100, read=4_000, hashes=("other", "q2"), thread="t-2")
+    assert diagnose(write, elsewhere).keys() == {"write_unread"}  # another prefix: not its cache
+    late = call("late", 6, prompt=5_100, read=4_000, hashes=("sys", "q2"), thread="t-2")
+    assert diagnose(write, late).keys() == {"write_unread"}  # read after the 5-minute lifetime
+
+
 def test_unknown_providers_leave_the_provider_causes_undecided() -> None:
     doctor = Doctor(prices)
     for c in (
@@ -337,12 +349,13 @@ def conversation(server: FakeLangfuseAPI) -> dict[str, str]:
         completion_tokens=100,
         cached_tokens=4_000,
     )
-    # provider_switch (the write before it is read by nobody on Bedrock: write_unread)
+    # provider_switch (the write before it is read by nobody on Bedrock: write_unread); a system prompt of
+    # its own, so the "hits" conversation's reads of its prefix do not count as reading this write
     ids["write_unread"] = stored(
         server,
         0,
         session="switch",
-        hashes=["s", "q"],
+        hashes=["s-switch", "q"],
         prompt_tokens=5_000,
         completion_tokens=100,
         cache_write_tokens=4_000,
@@ -351,7 +364,7 @@ def conversation(server: FakeLangfuseAPI) -> dict[str, str]:
         server,
         1,
         session="switch",
-        hashes=["s", "q", "a"],
+        hashes=["s-switch", "q", "a"],
         prompt_tokens=6_000,
         completion_tokens=100,
         cache_write_tokens=4_000,

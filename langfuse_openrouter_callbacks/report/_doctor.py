@@ -13,8 +13,10 @@ from the call before it (`previous`) and the last earlier call that read or wrot
    prompt does not start with `last_touch`'s prompt. When a provider is unknown these three cannot be
    decided: the call is counted as undecided.
 4. `write_unread` (only for calls without another cause): it read nothing and paid a cache write that no
-   later call of the thread on the same provider read within the lifetime. (A hit that also writes the
-   conversation's new turn is a working cache, even when the conversation ends there.)
+   later call read within the lifetime on the same provider: neither a call of its thread nor, since a
+   provider's cache is keyed by the prompt and not by the conversation, a call of another thread with
+   the same model and the same first prefix hash. (A hit that also writes the conversation's new turn
+   is a working cache, even when the conversation ends there.)
 
 What a miss lost: the call's cost minus its cost had the cache hit (the prefix `last_touch` had cached,
 or for 1-2 the prefix shared with the previous call, read instead of paid in full), both by
@@ -131,6 +133,8 @@ class Doctor:
         self._threads: dict[tuple[str, ...], _Thread] = {}
         self._tallies = {cause: _Tally() for cause in CAUSES}
         self._undecided = 0
+        # (model, provider, first prefix hash) -> when a cache read of that prefix came next (any thread)
+        self._next_prefix_read: dict[tuple[str, str | None, str], float] = {}
         self.lost_by: dict[tuple[str, str], Decimal] = {}
         self.calls = 0
 
@@ -143,11 +147,18 @@ class Doctor:
         if thread is None:
             thread = self._threads[call.thread] = _Thread()
         facts = facts_for(call.model)
+        prefix = (call.model, call.provider, call.hashes[0]) if call.hashes else None
         if call.write and not call.read:
+            lifetime = _lifetime(call, facts)
             read_at = self._next_read(thread, call.provider)
-            call.write_unread = read_at is None or read_at - call.start > _lifetime(call, facts)
+            elsewhere = self._next_prefix_read.get(prefix) if prefix is not None else None
+            call.write_unread = (read_at is None or read_at - call.start > lifetime) and (
+                elsewhere is None or elsewhere - call.start > lifetime
+            )
         if call.read:
             thread.next_read[call.provider] = call.start
+            if prefix is not None:
+                self._next_prefix_read[prefix] = call.start
         newer = thread.oldest
         if newer is not None:  # `call` is the previous call of `newer`
             self._after_previous(thread, newer, call)
