@@ -143,7 +143,7 @@ def _lost_panel(axes: Any, report: SavingsReport, formatter: Any) -> None:
     axes.xaxis.set_major_formatter(formatter(_axis_usd(top)))
     axes.set_xlim(0, top * 1.75 if top > 0 else 1)  # room for the labels
     for bar, miss in zip(bars, misses[::-1], strict=True):
-        label = _plain(f" {_usd(miss.lost_usd)} ({miss.calls:,} calls)")
+        label = _plain(f" {_usd(miss.lost_usd)} ({miss.calls:,} call{'' if miss.calls == 1 else 's'})")
         axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=9)
     axes.set_xlabel("USD lost: cost minus the cost had the cache hit")
     axes.grid(True, axis="x", alpha=0.3)

@@ -357,8 +357,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2r
 h1 { font-size: 1.4rem; margin-bottom: .2rem; }
 h2 { font-size: 1.1rem; margin-top: 2rem; }
 p.meta, p.note { color: #555; margin: .3rem 0; }
-table { border-collapse: collapse; font-size: .9rem; }
-th, td { padding: .3rem .6rem; border-bottom: 1px solid #ddd; white-space: nowrap; vertical-align: top; }
+table { border-collapse: collapse; font-size: .85rem; }
+th, td { padding: .25rem .45rem; border-bottom: 1px solid #ddd; white-space: nowrap; vertical-align: top; }
 th { background: #f3f4f6; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.wrap { white-space: normal; min-width: 14rem; max-width: 28rem; }
