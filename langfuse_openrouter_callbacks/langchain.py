@@ -104,6 +104,10 @@ ERROR_LEVEL = "ERROR"
 _STREAM_ERROR_MESSAGE = "OpenRouter ended the response with an error (finish_reason 'error')"
 
 
+# What LangChain's streaming path (`Runnable._transform_stream_with_config`) passes as a chain's inputs
+_STREAMED_CHAIN_INPUTS = {"input": ""}
+
+
 @dataclass(frozen=True, slots=True)
 class _Call:
     requested_model: str | None
@@ -227,6 +231,16 @@ class CallbackHandler(LangfuseCallbackHandler):
             client.flush()
 
     # ------------------------------------------------------------------ LangChain events
+
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, **kwargs: Any) -> Any:
+        result = super().on_chain_start(serialized, inputs, run_id=run_id, **kwargs)
+        if serialized is None and inputs == _STREAMED_CHAIN_INPUTS:
+            # A chain run by `stream`/`transform` (LangChain starts those with no `serialized` and a
+            # placeholder input): it yields to the caller with its span attached, so an unfinished or
+            # interleaved stream would be the parent of every call made meanwhile. Its child runs
+            # still nest under it by their parent run ids.
+            self._not_current(run_id)
+        return result
 
     def on_chat_model_start(
         self, serialized: dict[str, Any], messages: Any, *, run_id: UUID, **kwargs: Any

@@ -226,6 +226,33 @@ def test_two_streams_interleaved_in_one_thread_stay_separate_and_restore_the_con
     assert_no_run_state(handler)
 
 
+def test_a_chain_stream_left_open_is_not_the_parent_of_the_next_call(
+    fake_openrouter, langfuse_client, otlp_receiver, handler
+) -> None:
+    from langchain_core.output_parsers import StrOutputParser
+
+    chain = chat_openai(fake_openrouter) | StrOutputParser()
+    config = {"callbacks": [handler]}
+    a, b = chain.stream("a", config=config), chain.stream("b", config=config)
+    next(a)
+    next(b)  # two chain streams interleaved, both left open
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    chat_openai(fake_openrouter).invoke("unrelated", config=config)
+    list(b)
+    list(a)  # a ends last, though it started first
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    langfuse_client.flush()
+    by_id = {s.span_id: s for s in otlp_receiver.spans}
+    generations = otlp_receiver.generations()
+    assert len(generations) == 3 and len({g.trace_id for g in generations}) == 3
+    (unrelated,) = [g for g in generations if g.parent_span_id is None]  # a trace of its own
+    streamed = [g for g in generations if g is not unrelated]
+    for generation in streamed:  # each streamed chain's generation still nests under its chain
+        parent = by_id[generation.parent_span_id]
+        assert parent.parent_span_id is None and parent.trace_id == generation.trace_id
+    assert_no_run_state(handler)
+
+
 # ---------------------------------------------------------------------------- errors inside a stream
 
 
