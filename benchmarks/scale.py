@@ -156,25 +156,34 @@ def sequential(
     }
 
 
-def memory_rows(quick: bool) -> list[Row]:
-    from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
-
+def _setup(prefix: str) -> tuple[Any, Any, Any, Any]:
+    """A local OpenRouter, a price catalog on a disk cache of 1,000 models, and a Langfuse client whose
+    spans are dropped: what both memory benchmarks run on."""
     from langfuse_openrouter_callbacks import PriceCatalog
-    from langfuse_openrouter_callbacks.langchain import CallbackHandler
 
     from ._servers import LocalOpenRouter
-    from .handlers import capture_langchain
 
-    total = 5_000 if quick else 100_000
-    reference = 1_000 if quick else 20_000
     openrouter = LocalOpenRouter().start()
-    cache_dir = scratch("scale-")
+    cache_dir = scratch(prefix)
     os.environ["OPENROUTER_API_BASE"] = openrouter.base_url
     write_price_cache(
         cache_dir, openrouter.base_url, synthetic_models(1000), endpoints={MODEL: endpoint_entries()}
     )
     catalog = PriceCatalog(api_base=openrouter.base_url, cache_dir=cache_dir)
     client, provider = langfuse_client("http://127.0.0.1:9", span_exporter=_DropSpans())
+    return openrouter, catalog, client, provider
+
+
+def memory_rows(quick: bool) -> list[Row]:
+    from langfuse.langchain import CallbackHandler as LangfuseCallbackHandler
+
+    from langfuse_openrouter_callbacks.langchain import CallbackHandler
+
+    from .handlers import capture_langchain
+
+    total = 5_000 if quick else 100_000
+    reference = 1_000 if quick else 20_000
+    openrouter, catalog, client, provider = _setup("scale-")
     try:
         start_args, start_kwargs, response, end_kwargs = capture_langchain(openrouter.base_url)
         openrouter.stop()
@@ -368,21 +377,12 @@ def _memory_rows(label: str, total: int, spans: int, figures: dict[str, Any]) ->
 
 
 def llama_index_memory_rows(quick: bool) -> list[Row]:
-    from langfuse_openrouter_callbacks import PriceCatalog
     from langfuse_openrouter_callbacks.llama_index import LlamaIndexHandler, set_global_handler
 
-    from ._servers import LocalOpenRouter
     from .handlers import deliver, fresh
 
     total, streamed = (1_000, 200) if quick else (20_000, 2_000)
-    openrouter = LocalOpenRouter().start()
-    cache_dir = scratch("scale-li-")
-    os.environ["OPENROUTER_API_BASE"] = openrouter.base_url
-    write_price_cache(
-        cache_dir, openrouter.base_url, synthetic_models(1000), endpoints={MODEL: endpoint_entries()}
-    )
-    catalog = PriceCatalog(api_base=openrouter.base_url, cache_dir=cache_dir)
-    client, provider = langfuse_client("http://127.0.0.1:9", span_exporter=_DropSpans())
+    openrouter, catalog, client, provider = _setup("scale-li-")
     try:
         notices = capture_query(openrouter.base_url)
         spans = sum(n.kind == "enter" for n in notices)
